@@ -1,0 +1,92 @@
+# Pulse — build, run, test, bench.
+#
+#   make run     install what is missing, build, serve on embedded stores with demo data
+#   make test    same set-up, build with AddressSanitizer + UBSan, run every test
+#   make bench   build optimised and run the benchmarks (results: docs/BENCHMARKS.md)
+#   make build   build/pulse only
+#
+# Plain GNU make over a flat source list; objects per flavour under build/.
+
+SHELL    := /bin/bash
+CC       ?= gcc
+JOBS     ?= 2
+PKGS     := libmicrohttpd jansson inih sqlite3 libsodium libargon2
+CPPFLAGS := -Isrc -Ibuild/gen -D_GNU_SOURCE $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+WARN     := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wpointer-arith \
+            -Wformat=2 -Wvla -Wcast-align -Wwrite-strings -Wnull-dereference -Wundef \
+            -Wno-unused-parameter -Wno-format-truncation -Werror
+CFLAGS_BASE := -std=gnu11 -g -pthread $(WARN)
+LIBS     := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
+
+REL_CFLAGS  := $(CFLAGS_BASE) -O2 -fno-omit-frame-pointer
+ASAN_CFLAGS := $(CFLAGS_BASE) -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+ASAN_LDFLAGS := -fsanitize=address,undefined
+
+SRC        := $(shell find src -name '*.c' -not -path 'src/cli/*' | sort)
+CLI_SRC    := $(shell find src/cli -name '*.c' | sort)
+MIGRATIONS := $(shell find src/services -path '*/migrations/*/*.sql' | sort)
+GEN_SRC    := build/gen/migrations.c
+UNIT_SRC   := $(shell find tests/unit -name '*.c' 2>/dev/null | sort)
+
+REL_OBJ  := $(patsubst %.c,build/rel/%.o,$(SRC) $(GEN_SRC))
+REL_CLI  := $(patsubst %.c,build/rel/%.o,$(CLI_SRC))
+ASAN_OBJ := $(patsubst %.c,build/asan/%.o,$(SRC) $(GEN_SRC))
+ASAN_CLI := $(patsubst %.c,build/asan/%.o,$(CLI_SRC))
+
+.PHONY: all build run test unit api bench setup clean fmt
+
+all: build
+build: build/pulse
+
+setup:
+	@bash scripts/setup.sh
+
+run: setup
+	@$(MAKE) --no-print-directory -j$(JOBS) build/pulse
+	./build/pulse serve --demo
+
+test: setup
+	@$(MAKE) --no-print-directory -j$(JOBS) build/asan/pulse build/asan/unit-tests
+	@$(MAKE) --no-print-directory unit api
+
+unit: build/asan/unit-tests
+	ASAN_OPTIONS=detect_leaks=1 ./build/asan/unit-tests --jobs 2
+
+api: build/asan/pulse
+	cd tests/api && PULSE_TEST_BIN=$(CURDIR)/build/asan/pulse node --test --test-concurrency=2 .
+
+bench: setup
+	@$(MAKE) --no-print-directory -j$(JOBS) build/pulse build/bench/hello
+	bash bench/run.sh
+
+build/gen/migrations.c: scripts/gen-migrations.sh $(MIGRATIONS)
+	@mkdir -p $(@D)
+	sh scripts/gen-migrations.sh $(MIGRATIONS) > $@.tmp && mv $@.tmp $@
+
+build/rel/%.o: %.c
+	@mkdir -p $(@D)
+	@echo "  CC  $@"
+	@$(CC) $(CPPFLAGS) $(REL_CFLAGS) -MMD -MP -c $< -o $@
+
+build/asan/%.o: %.c
+	@mkdir -p $(@D)
+	@echo "  CC  $@"
+	@$(CC) $(CPPFLAGS) $(ASAN_CFLAGS) -MMD -MP -c $< -o $@
+
+build/pulse: $(REL_OBJ) $(REL_CLI)
+	$(CC) $(REL_CFLAGS) -o $@ $^ $(LIBS)
+
+build/asan/pulse: $(ASAN_OBJ) $(ASAN_CLI)
+	$(CC) $(ASAN_CFLAGS) $(ASAN_LDFLAGS) -o $@ $^ $(LIBS)
+
+build/asan/unit-tests: $(ASAN_OBJ) $(patsubst %.c,build/asan/%.o,$(UNIT_SRC))
+	$(CC) $(ASAN_CFLAGS) $(ASAN_LDFLAGS) -o $@ $^ $(LIBS) -lcriterion
+
+build/bench/hello: bench/hello.c
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(REL_CFLAGS) -o $@ $< $(LIBS)
+
+clean:
+	rm -rf build
+
+-include $(shell find build -name '*.d' 2>/dev/null)

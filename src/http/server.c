@@ -1,0 +1,518 @@
+/*
+ * server.c - libmicrohttpd glue.
+ *
+ * MHD calls the access handler several times per request: the first call
+ * only creates our request context (queueing a response there would turn
+ * keep-alive off in MHD 0.9.75), the next calls hand over body chunks, and
+ * the last call (no upload data) dispatches to the route's handler. The
+ * completion callback writes the access log, records metrics and frees the
+ * context.
+ */
+#include "http/server.h"
+#include "core/json.h"
+#include "core/log.h"
+#include "core/timeutil.h"
+#include "core/uuid.h"
+#include "http/auth.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <sodium.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+struct http_server {
+    struct MHD_Daemon *d;
+    router *router;
+    metrics *metrics;
+    http_server_opts o;
+    int port;
+    atomic_int inflight;
+};
+
+typedef struct reqctx {
+    http_req req;
+    http_res res;
+    http_server *srv;
+    int64_t start_ns;
+    int route_index; /* -1 when unmatched */
+    unsigned flags;
+    bool responded;
+    int status;
+    char *body;      /* malloc'd, grows */
+    size_t body_cap;
+    char client_ip[INET6_ADDRSTRLEN];
+} reqctx;
+
+/* ---- request helpers (http.h) -------------------------------------------- */
+
+const char *http_param(const http_req *req, const char *name)
+{
+    for (int i = 0; i < req->nparams; i++)
+        if (strcmp(req->param_name[i], name) == 0)
+            return req->param_value[i];
+    return NULL;
+}
+
+const char *http_header_get(const http_req *req, const char *name)
+{
+    return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
+}
+
+const char *http_query(const http_req *req, const char *name)
+{
+    return MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, name);
+}
+
+const char *http_client_ip(const http_req *req) { return req->client_ip; }
+
+int http_fail(http_req *req, int code, json_t *fields, const char *fmt, ...)
+{
+    if (fmt) {
+        va_list ap;
+        va_start(ap, fmt);
+        req->error_message = arena_vsprintf(req->arena, fmt, ap);
+        va_end(ap);
+    }
+    json_decref(req->error_fields);
+    req->error_fields = fields;
+    return code;
+}
+
+int http_json_body(http_req *req, json_t **out)
+{
+    *out = NULL;
+    const char *ct = http_header_get(req, "Content-Type");
+    if (req->body_len == 0)
+        return http_fail(req, PL_EBADJSON, NULL, "a JSON object body is required");
+    if (!ct || strncasecmp(ct, "application/json", 16) != 0 || (ct[16] && ct[16] != ';' && ct[16] != ' '))
+        return http_fail(req, PL_EMEDIATYPE, NULL, "Content-Type must be application/json");
+    json_error_t je;
+    json_t *v = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &je);
+    if (!v)
+        return http_fail(req, PL_EBADJSON, NULL, "malformed JSON at position %d: %s", je.position, je.text);
+    if (!json_is_object(v)) {
+        json_decref(v);
+        return http_fail(req, PL_EBADJSON, NULL, "the body must be a JSON object");
+    }
+    *out = v;
+    return 0;
+}
+
+static void res_set_body(http_res *res, char *body, size_t len)
+{
+    free(res->body);
+    res->body = body;
+    res->body_len = len;
+}
+
+void http_json(http_res *res, int status, json_t *body)
+{
+    res->status = status;
+    res->content_type = "application/json";
+    if (body) {
+        char *s = json_compact(body);
+        res_set_body(res, s, strlen(s));
+        json_decref(body);
+    } else {
+        res_set_body(res, NULL, 0);
+    }
+}
+
+void http_text(http_res *res, int status, const char *content_type, const char *text, size_t len)
+{
+    char *copy = malloc(len + 1);
+    if (!copy)
+        abort();
+    memcpy(copy, text, len);
+    copy[len] = '\0';
+    res->status = status;
+    res->content_type = content_type;
+    res_set_body(res, copy, len);
+}
+
+void http_header_add(http_req *req, http_res *res, const char *name, const char *value)
+{
+    http_header *h = arena_alloc(req->arena, sizeof *h);
+    h->name = arena_strdup(req->arena, name);
+    h->value = arena_strdup(req->arena, value);
+    h->next = res->headers;
+    res->headers = h;
+}
+
+/* ---- tracing --------------------------------------------------------------- */
+
+static bool is_lower_hex(const char *s, size_t n)
+{
+    bool nonzero = false;
+    for (size_t i = 0; i < n; i++) {
+        if (!isdigit((unsigned char)s[i]) && !(s[i] >= 'a' && s[i] <= 'f'))
+            return false;
+        nonzero |= s[i] != '0';
+    }
+    return nonzero;
+}
+
+static void hex_random(char *out, size_t nbytes)
+{
+    unsigned char b[16];
+    randombytes_buf(b, nbytes);
+    sodium_bin2hex(out, nbytes * 2 + 1, b, nbytes);
+}
+
+static bool hex_digits(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!isdigit((unsigned char)s[i]) && !(s[i] >= 'a' && s[i] <= 'f'))
+            return false;
+    return true;
+}
+
+/* Continues a valid W3C traceparent ("00-<trace>-<parent>-<flags>") or starts a
+ * new trace. Versions other than 00 are read by their 00 prefix, as the spec asks. */
+static void trace_begin(http_req *req, const char *tp)
+{
+    req->trace_flags = 1;
+    bool ok = tp && strlen(tp) >= 55 && hex_digits(tp, 2) && strncmp(tp, "ff", 2) != 0 && tp[2] == '-' &&
+              is_lower_hex(tp + 3, 32) && tp[35] == '-' && is_lower_hex(tp + 36, 16) && tp[52] == '-' &&
+              hex_digits(tp + 53, 2) &&
+              (strncmp(tp, "00", 2) == 0 ? tp[55] == '\0' : (tp[55] == '\0' || tp[55] == '-'));
+    if (ok) {
+        memcpy(req->trace_id, tp + 3, 32);
+        req->trace_id[32] = '\0';
+        req->trace_flags = (unsigned char)strtoul((char[]){tp[53], tp[54], 0}, NULL, 16);
+    } else {
+        hex_random(req->trace_id, 16);
+    }
+    hex_random(req->span_id, 8);
+}
+
+static void request_id_begin(http_req *req, const char *given)
+{
+    size_t n = given ? strlen(given) : 0;
+    bool ok = n > 0 && n < sizeof req->request_id;
+    for (size_t i = 0; ok && i < n; i++)
+        ok = isalnum((unsigned char)given[i]) || given[i] == '-' || given[i] == '_' || given[i] == '.';
+    if (ok)
+        memcpy(req->request_id, given, n + 1);
+    else
+        uuid7_new(req->request_id);
+}
+
+/* ---- responses ------------------------------------------------------------- */
+
+static void render_error(reqctx *rc, int code)
+{
+    http_req *req = &rc->req;
+    json_t *err = json_object();
+    json_object_set_new(err, "code", json_string(err_api_code(code)));
+    json_object_set_new(err, "message", json_string(req->error_message ? req->error_message : err_message(code)));
+    json_object_set_new(err, "fields", req->error_fields ? req->error_fields : json_object());
+    req->error_fields = NULL;
+    http_json(&rc->res, err_http_status(code), json_pack("{s:o}", "error", err));
+}
+
+static enum MHD_Result send_response(reqctx *rc)
+{
+    http_res *res = &rc->res;
+    struct MHD_Response *r;
+    if (res->body) {
+        r = MHD_create_response_from_buffer(res->body_len, res->body, MHD_RESPMEM_MUST_FREE);
+        res->body = NULL;
+    } else {
+        r = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+    }
+    if (!r)
+        return MHD_NO;
+    if (res->content_type)
+        MHD_add_response_header(r, "Content-Type", res->content_type);
+    char tp[64];
+    snprintf(tp, sizeof tp, "00-%s-%s-%02x", rc->req.trace_id, rc->req.span_id, rc->req.trace_flags);
+    MHD_add_response_header(r, "traceparent", tp);
+    MHD_add_response_header(r, "X-Request-Id", rc->req.request_id);
+    for (http_header *h = res->headers; h; h = h->next)
+        MHD_add_response_header(r, h->name, h->value);
+    rc->status = res->status;
+    rc->responded = true;
+    enum MHD_Result ok = MHD_queue_response(rc->req.conn, (unsigned)res->status, r);
+    MHD_destroy_response(r);
+    return ok;
+}
+
+static enum MHD_Result send_error(reqctx *rc, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static enum MHD_Result send_error(reqctx *rc, int code, const char *fmt, ...)
+{
+    if (fmt) {
+        va_list ap;
+        va_start(ap, fmt);
+        rc->req.error_message = arena_vsprintf(rc->req.arena, fmt, ap);
+        va_end(ap);
+    }
+    render_error(rc, code);
+    return send_response(rc);
+}
+
+/* ---- the request path ------------------------------------------------------- */
+
+static enum MHD_Result count_header(void *cls, enum MHD_ValueKind kind, const char *k, const char *v)
+{
+    (void)kind;
+    *(size_t *)cls += strlen(k) + (v ? strlen(v) : 0) + 4;
+    return MHD_YES;
+}
+
+static int authenticate(reqctx *rc)
+{
+    http_req *req = &rc->req;
+    const char *h = http_header_get(req, "Authorization");
+    if (h && strncasecmp(h, "Bearer ", 7) == 0) {
+        const char *t = h + 7;
+        while (*t == ' ')
+            t++;
+        if (*t)
+            req->bearer = t;
+    }
+    if (!(rc->flags & HTTP_AUTH))
+        return 0;
+    if (!req->bearer) {
+        http_header_add(req, &rc->res, "WWW-Authenticate", "Bearer");
+        return http_fail(req, PL_EUNAUTHORIZED, NULL, "a bearer token is required");
+    }
+    principal *p = arena_calloc(req->arena, sizeof *p);
+    int rcode = auth_verify(req->bearer, p);
+    if (rcode == PL_EUNAUTHORIZED) {
+        http_header_add(req, &rc->res, "WWW-Authenticate", "Bearer error=\"invalid_token\"");
+        return http_fail(req, rcode, NULL, "the token is invalid, expired or revoked");
+    }
+    if (rcode)
+        return http_fail(req, rcode, NULL, NULL);
+    req->principal = p;
+    return 0;
+}
+
+static enum MHD_Result dispatch(reqctx *rc, const char *url)
+{
+    http_req *req = &rc->req;
+    route_match m;
+    char *path = arena_strdup(req->arena, url);
+    int rcode = router_match(rc->srv->router, req->method, path, &m);
+    if (rcode == PL_ENOTFOUND)
+        return send_error(rc, PL_ENOTFOUND, "no route for %s", url);
+    if (rcode == PL_EMETHOD) {
+        http_header_add(req, &rc->res, "Allow", m.allow);
+        return send_error(rc, PL_EMETHOD, "%s is not allowed on %s; allowed: %s", req->method, url, m.allow);
+    }
+    rc->route_index = m.index;
+    rc->flags = m.route->flags;
+    req->route = m.route->pattern;
+    req->ctx = m.ctx;
+    req->nparams = m.nparams;
+    for (int i = 0; i < m.nparams; i++) {
+        req->param_name[i] = m.param_name[i];
+        req->param_value[i] = m.param_value[i];
+    }
+    rcode = authenticate(rc);
+    if (rcode == 0) {
+        rc->res.status = 200;
+        rcode = m.route->handler(req, &rc->res);
+    }
+    if (rcode < 0) {
+        if (err_http_status(rcode) >= 500)
+            log_with(LOG_ERROR, "request failed", LF_STR("error", err_name(rcode)),
+                     LF_STR("detail", req->error_message ? req->error_message : ""));
+        if (err_http_status(rcode) >= 500 && rcode != PL_EUNAVAILABLE && rcode != PL_ETIMEOUT)
+            req->error_message = NULL; /* internal details stay in the log */
+        render_error(rc, rcode);
+    }
+    return send_response(rc);
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+                                  const char *version, const char *upload_data, size_t *upload_size,
+                                  void **con_cls)
+{
+    (void)version;
+    http_server *srv = cls;
+    reqctx *rc = *con_cls;
+    if (!rc) {
+        rc = calloc(1, sizeof *rc);
+        if (!rc)
+            return MHD_NO;
+        *con_cls = rc;
+        atomic_fetch_add(&srv->inflight, 1);
+        rc->srv = srv;
+        rc->start_ns = time_mono_ns();
+        rc->route_index = -1;
+        rc->req.conn = conn;
+        rc->req.method = method;
+        rc->req.path = url;
+        rc->req.route = "unmatched";
+        rc->req.arena = arena_create(4096);
+        rc->req.client_ip = rc->client_ip;
+        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+        if (ci && ci->client_addr)
+            getnameinfo(ci->client_addr, ci->client_addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                                                             : sizeof(struct sockaddr_in),
+                        rc->client_ip, sizeof rc->client_ip, NULL, 0, NI_NUMERICHOST);
+        trace_begin(&rc->req, MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "traceparent"));
+        request_id_begin(&rc->req, MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-Id"));
+        log_ctx_set(rc->req.request_id, rc->req.trace_id);
+
+        size_t hsize = strlen(url);
+        MHD_get_connection_values(conn, MHD_HEADER_KIND, count_header, &hsize);
+        if (hsize > srv->o.header_limit)
+            return send_error(rc, PL_EHEADERS, "request headers of %zu bytes exceed the limit of %zu", hsize,
+                              srv->o.header_limit);
+        const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
+        if (cl && strtoull(cl, NULL, 10) > srv->o.body_limit)
+            return send_error(rc, PL_ETOOLARGE, "the body exceeds the limit of %zu bytes", srv->o.body_limit);
+        return MHD_YES;
+    }
+    log_ctx_set(rc->req.request_id, rc->req.trace_id);
+    if (*upload_size) {
+        size_t n = *upload_size;
+        *upload_size = 0;
+        if (rc->responded)
+            return MHD_YES; /* discarding the rest of a rejected body */
+        if (rc->req.body_len + n > srv->o.body_limit)
+            return send_error(rc, PL_ETOOLARGE, "the body exceeds the limit of %zu bytes", srv->o.body_limit);
+        if (rc->req.body_len + n + 1 > rc->body_cap) {
+            size_t cap = rc->body_cap ? rc->body_cap : 1024;
+            while (cap < rc->req.body_len + n + 1)
+                cap *= 2;
+            char *nb = realloc(rc->body, cap);
+            if (!nb)
+                return MHD_NO;
+            rc->body = nb;
+            rc->body_cap = cap;
+        }
+        memcpy(rc->body + rc->req.body_len, upload_data, n);
+        rc->req.body_len += n;
+        rc->body[rc->req.body_len] = '\0';
+        rc->req.body = rc->body;
+        return MHD_YES;
+    }
+    if (rc->responded)
+        return MHD_YES;
+    if (!rc->req.body)
+        rc->req.body = "";
+    return dispatch(rc, url);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe)
+{
+    (void)conn;
+    http_server *srv = cls;
+    reqctx *rc = *con_cls;
+    if (!rc)
+        return;
+    *con_cls = NULL;
+    double secs = (double)(time_mono_ns() - rc->start_ns) / 1e9;
+    int status = rc->responded ? rc->status : 499; /* 499: the client went away first */
+    metrics_observe(srv->metrics, rc->route_index, status, secs);
+    if (srv->o.access_log && !(rc->flags & HTTP_NOLOG)) {
+        log_ctx_set(rc->req.request_id, rc->req.trace_id);
+        log_with(LOG_INFO, "access", LF_STR("method", rc->req.method), LF_STR("path", rc->req.path),
+                 LF_STR("route", rc->req.route), LF_INT("status", status), LF_DBL("ms", secs * 1000.0),
+                 LF_INT("bytes_in", rc->req.body_len), LF_STR("client", rc->client_ip),
+                 LF_INT("completed", toe == MHD_REQUEST_TERMINATED_COMPLETED_OK));
+    }
+    log_ctx_clear();
+    json_decref(rc->req.error_fields);
+    free(rc->res.body);
+    free(rc->body);
+    arena_destroy(rc->req.arena);
+    free(rc);
+    atomic_fetch_sub(&srv->inflight, 1);
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    (void)cls;
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t n = strlen(msg);
+    while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
+        msg[--n] = '\0';
+    log_with(LOG_WARN, "http", LF_STR("detail", msg));
+}
+
+static int resolve(const char *host, int port, struct sockaddr_storage *ss, pl_error *err)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
+    struct addrinfo *ai = NULL;
+    char portstr[16];
+    snprintf(portstr, sizeof portstr, "%d", port);
+    int g = getaddrinfo(host, portstr, &hints, &ai);
+    if (g || !ai)
+        return err_set(err, PL_ECONFIG, "listen", "cannot resolve listen host %s: %s", host, gai_strerror(g));
+    memcpy(ss, ai->ai_addr, ai->ai_addrlen);
+    freeaddrinfo(ai);
+    return 0;
+}
+
+int http_server_start(router *r, metrics *m, const http_server_opts *o, http_server **out, pl_error *err)
+{
+    struct sockaddr_storage ss;
+    int rc = resolve(o->host, o->port, &ss, err);
+    if (rc)
+        return rc;
+    http_server *s = calloc(1, sizeof *s);
+    if (!s)
+        abort();
+    s->router = r;
+    s->metrics = m;
+    s->o = *o;
+    size_t pool = o->header_limit + 16384;
+    if (pool < 32768)
+        pool = 32768;
+    unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG | MHD_ALLOW_UPGRADE |
+                     MHD_USE_TURBO;
+    if (ss.ss_family == AF_INET6)
+        flags |= MHD_USE_IPv6;
+    s->d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, s,
+                            MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+                            MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+                            MHD_OPTION_THREAD_POOL_SIZE, (unsigned)o->threads,
+                            MHD_OPTION_CONNECTION_TIMEOUT, o->idle_timeout_s,
+                            MHD_OPTION_CONNECTION_LIMIT, o->connection_limit,
+                            MHD_OPTION_CONNECTION_MEMORY_LIMIT, pool,
+                            MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+                            MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u,
+                            MHD_OPTION_END);
+    if (!s->d) {
+        free(s);
+        return err_set(err, PL_EIO, "listen", "cannot listen on %s:%d (in use, or not an address of this host)",
+                       o->host, o->port);
+    }
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
+    s->port = di ? di->port : o->port;
+    *out = s;
+    return 0;
+}
+
+int http_server_port(const http_server *s) { return s->port; }
+
+int http_server_stop(http_server *s, unsigned timeout_ms)
+{
+    if (!s)
+        return 0;
+    MHD_socket lfd = MHD_quiesce_daemon(s->d);
+    if (lfd != MHD_INVALID_SOCKET)
+        close(lfd);
+    int64_t deadline = time_mono_ns() + (int64_t)timeout_ms * 1000000;
+    while (atomic_load(&s->inflight) > 0 && time_mono_ns() < deadline)
+        usleep(2000);
+    int left = atomic_load(&s->inflight);
+    MHD_stop_daemon(s->d);
+    free(s);
+    return left;
+}

@@ -1,0 +1,314 @@
+/* handlers.c - identity's HTTP handlers: validate at the edge, then store. */
+#include "core/json.h"
+#include "core/log.h"
+#include "core/timeutil.h"
+#include "core/uuid.h"
+#include "services/identity/identity.h"
+
+#include <sodium.h>
+#include <stdio.h>
+#include <string.h>
+
+json_t *user_public_json(const user *u)
+{
+    return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "id", u->id, "username", u->username, "display_name",
+                     u->display_name, "bio", u->bio, "role", u->role, "created_at", u->created_at);
+}
+
+json_t *user_private_json(const user *u)
+{
+    json_t *j = user_public_json(u);
+    json_object_set_new(j, "email", json_string(u->email));
+    json_object_set_new(j, "updated_at", json_string(u->updated_at));
+    return j;
+}
+
+/* Parses the JSON body and checks that only `allowed` keys are present. */
+static int body_begin(http_req *req, jv *v, json_t **body, const char *const *allowed)
+{
+    int rc = http_json_body(req, body);
+    if (rc)
+        return rc;
+    jv_init(v, *body);
+    jv_only(v, allowed);
+    return 0;
+}
+
+static int body_fail(http_req *req, jv *v, json_t *body)
+{
+    int rc = http_fail(req, PL_EINVAL, jv_take_fields(v), "the request has invalid fields");
+    jv_free(v);
+    json_decref(body);
+    return rc;
+}
+
+/* A store failure: conflicts and unavailability pass through, the rest is internal. */
+static int store_fail(http_req *req, int rc, const pl_error *err)
+{
+    return http_fail(req, rc, NULL, "%s", err->msg[0] ? err->msg : err_message(rc));
+}
+
+int identity_register(http_req *req, http_res *res)
+{
+    identity *id = ((service_ctx *)req->ctx)->state;
+    static const char *const allowed[] = {"email", "username", "password", "display_name", NULL};
+    json_t *body;
+    jv v;
+    int rc = body_begin(req, &v, &body, allowed);
+    if (rc)
+        return rc;
+    const char *email = jv_str(&v, "email", true, 3, IDENTITY_EMAIL_MAX);
+    const char *username = jv_str(&v, "username", true, 0, 1000);
+    const char *password = jv_str(&v, "password", true, 0, 10000);
+    const char *display = jv_str(&v, "display_name", true, 0, 1000);
+    const char *why;
+    if (email && (why = identity_check_email(email)))
+        jv_fail(&v, "email", why);
+    if (username && (why = identity_check_username(username)))
+        jv_fail(&v, "username", why);
+    if (password && (why = identity_check_password(password, id->password_min, username, email)))
+        jv_fail(&v, "password", why);
+    if (display && (why = identity_check_display_name(display)))
+        jv_fail(&v, "display_name", why);
+    if (!jv_ok(&v))
+        return body_fail(req, &v, body);
+
+    user u;
+    json_t *fields = NULL;
+    pl_error err = {0};
+    rc = identity_create_user(id, req->arena, email, username, password, display, "student", &u, &fields, &err);
+    jv_free(&v);
+    json_decref(body);
+    if (rc == PL_ECONFLICT)
+        return http_fail(req, rc, fields, "an account with this email or username already exists");
+    json_decref(fields);
+    if (rc)
+        return store_fail(req, rc, &err);
+    http_header_add(req, res, "Location", arena_sprintf(req->arena, "/api/v1/users/%s", u.id));
+    http_json(res, 201, user_private_json(&u));
+    return 0;
+}
+
+static int too_many(http_req *req, http_res *res, int64_t wait)
+{
+    http_header_add(req, res, "Retry-After", arena_sprintf(req->arena, "%lld", (long long)wait));
+    return http_fail(req, PL_ERATELIMIT, NULL, "too many failed logins; retry in %lld seconds", (long long)wait);
+}
+
+int identity_login(http_req *req, http_res *res)
+{
+    identity *id = ((service_ctx *)req->ctx)->state;
+    static const char *const allowed[] = {"login", "password", NULL};
+    json_t *body;
+    jv v;
+    int rc = body_begin(req, &v, &body, allowed);
+    if (rc)
+        return rc;
+    const char *login_in = jv_str(&v, "login", true, 1, IDENTITY_EMAIL_MAX);
+    const char *password = jv_str(&v, "password", true, 1, IDENTITY_PASSWORD_MAX);
+    if (!jv_ok(&v))
+        return body_fail(req, &v, body);
+    char *login = arena_strdup(req->arena, login_in);
+    char *pw = arena_strdup(req->arena, password);
+    jv_free(&v);
+    json_decref(body);
+    identity_lower(login);
+
+    int64_t now = time_now_ms();
+    const char *acct_key = arena_sprintf(req->arena, "acct:%s", login);
+    const char *ip_key = arena_sprintf(req->arena, "ip:%s", http_client_ip(req));
+    int64_t wait = limiter_retry_after(id->limits, acct_key, id->max_fail_account, id->login_window_ms, now);
+    int64_t wait_ip = limiter_retry_after(id->limits, ip_key, id->max_fail_ip, id->login_window_ms, now);
+    if (wait || wait_ip)
+        return too_many(req, res, wait > wait_ip ? wait : wait_ip);
+
+    pl_error err = {0};
+    sql_tx *tx;
+    user u;
+    if ((rc = sql_begin(id->ctx->sql, SQL_TX_READ, &tx, &err)))
+        return store_fail(req, rc, &err);
+    rc = users_by_login(tx, req->arena, login, &u, &err);
+    sql_rollback(tx);
+    if (rc < 0)
+        return store_fail(req, rc, &err);
+    /* Verify against a dummy hash when nobody matched, so timing does not tell. */
+    bool ok = identity_verify_password(rc == 1 ? u.password_hash : id->dummy_hash, pw) && rc == 1;
+    if (!ok) {
+        limiter_fail(id->limits, acct_key, id->login_window_ms, now);
+        limiter_fail(id->limits, ip_key, id->login_window_ms, now);
+        log_with(LOG_INFO, "login failed", LF_STR("client", http_client_ip(req)));
+        return http_fail(req, PL_EUNAUTHORIZED, NULL, "invalid login or password");
+    }
+    limiter_clear(id->limits, acct_key);
+
+    char token[IDENTITY_TOKEN_LEN + 1], hash[65], sid[UUID_STR_LEN];
+    identity_token_new(token);
+    identity_token_hash(token, hash);
+    uuid7_new(sid);
+    int64_t expires = now + id->token_ttl_ms;
+    if ((rc = sql_begin(id->ctx->sql, SQL_TX_WRITE, &tx, &err)))
+        return store_fail(req, rc, &err);
+    if ((rc = sessions_insert(tx, sid, hash, u.id, now, expires, &err))) {
+        sql_rollback(tx);
+        return store_fail(req, rc, &err);
+    }
+    if ((rc = sql_commit(tx, &err)))
+        return store_fail(req, rc, &err);
+    char exp[32];
+    time_rfc3339(expires, exp, sizeof exp);
+    http_json(res, 200, json_pack("{s:s, s:s, s:o}", "token", token, "expires_at", exp, "user", user_private_json(&u)));
+    sodium_memzero(token, sizeof token);
+    return 0;
+}
+
+int identity_logout(http_req *req, http_res *res)
+{
+    identity *id = ((service_ctx *)req->ctx)->state;
+    pl_error err = {0};
+    sql_tx *tx;
+    int rc = sql_begin(id->ctx->sql, SQL_TX_WRITE, &tx, &err);
+    if (rc)
+        return store_fail(req, rc, &err);
+    if ((rc = sessions_revoke(tx, req->principal->session_id, time_now_ms(), &err))) {
+        sql_rollback(tx);
+        return store_fail(req, rc, &err);
+    }
+    if ((rc = sql_commit(tx, &err)))
+        return store_fail(req, rc, &err);
+    http_json(res, 204, NULL);
+    return 0;
+}
+
+/* Loads a user by id in a read transaction: 1 found, 0 not, <0 error (recorded on req). */
+static int load_user(http_req *req, const char *uid, user *u)
+{
+    identity *id = ((service_ctx *)req->ctx)->state;
+    pl_error err = {0};
+    sql_tx *tx;
+    int rc = sql_begin(id->ctx->sql, SQL_TX_READ, &tx, &err);
+    if (rc)
+        return store_fail(req, rc, &err);
+    rc = users_by_id(tx, req->arena, uid, u, &err);
+    sql_rollback(tx);
+    return rc < 0 ? store_fail(req, rc, &err) : rc;
+}
+
+int identity_me_get(http_req *req, http_res *res)
+{
+    user u;
+    int rc = load_user(req, req->principal->user_id, &u);
+    if (rc < 0)
+        return rc;
+    if (rc == 0) /* the session outlived its user */
+        return http_fail(req, PL_EUNAUTHORIZED, NULL, "the account no longer exists");
+    http_json(res, 200, user_private_json(&u));
+    return 0;
+}
+
+int identity_me_patch(http_req *req, http_res *res)
+{
+    identity *id = ((service_ctx *)req->ctx)->state;
+    static const char *const allowed[] = {"display_name", "bio", NULL};
+    json_t *body;
+    jv v;
+    int rc = body_begin(req, &v, &body, allowed);
+    if (rc)
+        return rc;
+    const char *display = jv_str(&v, "display_name", false, 0, 1000);
+    const char *bio = jv_str(&v, "bio", false, 0, IDENTITY_BIO_MAX);
+    const char *why;
+    if (display && (why = identity_check_display_name(display)))
+        jv_fail(&v, "display_name", why);
+    if (bio && utf8_len(bio) > IDENTITY_BIO_MAX)
+        jv_fail(&v, "bio", "must be at most 500 characters");
+    if (!jv_ok(&v))
+        return body_fail(req, &v, body);
+    display = display ? arena_strdup(req->arena, display) : NULL;
+    bio = bio ? arena_strdup(req->arena, bio) : NULL;
+    jv_free(&v);
+    json_decref(body);
+
+    char now[32];
+    time_rfc3339(time_now_ms(), now, sizeof now);
+    pl_error err = {0};
+    sql_tx *tx;
+    user u;
+    if ((rc = sql_begin(id->ctx->sql, SQL_TX_WRITE, &tx, &err)))
+        return store_fail(req, rc, &err);
+    if ((display || bio) && (rc = users_update_profile(tx, req->principal->user_id, display, bio, now, &err))) {
+        sql_rollback(tx);
+        return store_fail(req, rc, &err);
+    }
+    rc = users_by_id(tx, req->arena, req->principal->user_id, &u, &err);
+    if (rc != 1) {
+        sql_rollback(tx);
+        return rc < 0 ? store_fail(req, rc, &err) : http_fail(req, PL_EUNAUTHORIZED, NULL, "the account no longer exists");
+    }
+    if ((rc = sql_commit(tx, &err)))
+        return store_fail(req, rc, &err);
+    http_json(res, 200, user_private_json(&u));
+    return 0;
+}
+
+int identity_user_get(http_req *req, http_res *res)
+{
+    const char *uid = http_param(req, "id");
+    if (!uuid_valid(uid))
+        return http_fail(req, PL_ENOTFOUND, NULL, "no such user");
+    user u;
+    int rc = load_user(req, uid, &u);
+    if (rc < 0)
+        return rc;
+    if (rc == 0)
+        return http_fail(req, PL_ENOTFOUND, NULL, "no such user");
+    http_json(res, 200, user_public_json(&u));
+    return 0;
+}
+
+int identity_user_role(http_req *req, http_res *res)
+{
+    identity *id = ((service_ctx *)req->ctx)->state;
+    if (strcmp(req->principal->role, "admin") != 0)
+        return http_fail(req, PL_EFORBIDDEN, NULL, "only admins change roles");
+    const char *uid = http_param(req, "id");
+    static const char *const allowed[] = {"role", NULL};
+    json_t *body;
+    jv v;
+    int rc = body_begin(req, &v, &body, allowed);
+    if (rc)
+        return rc;
+    const char *role = jv_str(&v, "role", true, 1, 16);
+    if (role && !identity_role_valid(role))
+        jv_fail(&v, "role", "must be student, teacher or admin");
+    if (!jv_ok(&v))
+        return body_fail(req, &v, body);
+    role = arena_strdup(req->arena, role);
+    jv_free(&v);
+    json_decref(body);
+    if (!uuid_valid(uid))
+        return http_fail(req, PL_ENOTFOUND, NULL, "no such user");
+    if (strcmp(uid, req->principal->user_id) == 0)
+        return http_fail(req, PL_EUNPROCESSABLE, NULL, "admins cannot change their own role");
+
+    char now[32];
+    time_rfc3339(time_now_ms(), now, sizeof now);
+    pl_error err = {0};
+    sql_tx *tx;
+    user u;
+    if ((rc = sql_begin(id->ctx->sql, SQL_TX_WRITE, &tx, &err)))
+        return store_fail(req, rc, &err);
+    rc = users_by_id(tx, req->arena, uid, &u, &err);
+    if (rc != 1) {
+        sql_rollback(tx);
+        return rc < 0 ? store_fail(req, rc, &err) : http_fail(req, PL_ENOTFOUND, NULL, "no such user");
+    }
+    if (strcmp(u.role, role) != 0 && (rc = users_set_role(tx, uid, role, now, &err))) {
+        sql_rollback(tx);
+        return store_fail(req, rc, &err);
+    }
+    if ((rc = sql_commit(tx, &err)))
+        return store_fail(req, rc, &err);
+    u.role = role;
+    http_json(res, 200, user_public_json(&u));
+    return 0;
+}
