@@ -8,10 +8,11 @@
 # Plain GNU make over a flat source list; objects per flavour under build/.
 
 SHELL    := /bin/bash
+B        ?= build
 CC       ?= gcc
 JOBS     ?= 2
 PKGS     := libmicrohttpd jansson inih sqlite3 libsodium libargon2
-CPPFLAGS := -Isrc -Ibuild/gen -D_GNU_SOURCE $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+CPPFLAGS := -Isrc -I$(B)/gen -D_GNU_SOURCE $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 WARN     := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wpointer-arith \
             -Wformat=2 -Wvla -Wcast-align -Wwrite-strings -Wnull-dereference -Wundef \
             -Wno-unused-parameter -Wno-format-truncation -Werror
@@ -25,68 +26,68 @@ ASAN_LDFLAGS := -fsanitize=address,undefined
 SRC        := $(shell find src -name '*.c' -not -path 'src/cli/*' | sort)
 CLI_SRC    := $(shell find src/cli -name '*.c' | sort)
 MIGRATIONS := $(shell find src/services -path '*/migrations/*/*.sql' | sort)
-GEN_SRC    := build/gen/migrations.c
+GEN_SRC    := $(B)/gen/migrations.c
 UNIT_SRC   := $(shell find tests/unit -name '*.c' 2>/dev/null | sort)
 
-REL_OBJ  := $(patsubst %.c,build/rel/%.o,$(SRC) $(GEN_SRC))
-REL_CLI  := $(patsubst %.c,build/rel/%.o,$(CLI_SRC))
-ASAN_OBJ := $(patsubst %.c,build/asan/%.o,$(SRC) $(GEN_SRC))
-ASAN_CLI := $(patsubst %.c,build/asan/%.o,$(CLI_SRC))
+REL_OBJ  := $(patsubst %.c,$(B)/rel/%.o,$(SRC) $(GEN_SRC))
+REL_CLI  := $(patsubst %.c,$(B)/rel/%.o,$(CLI_SRC))
+ASAN_OBJ := $(patsubst %.c,$(B)/asan/%.o,$(SRC) $(GEN_SRC))
+ASAN_CLI := $(patsubst %.c,$(B)/asan/%.o,$(CLI_SRC))
 
 .PHONY: all build run test unit api bench setup clean fmt
 
 all: build
-build: build/pulse
+build: $(B)/pulse
 
 setup:
 	@bash scripts/setup.sh
 
 run: setup
-	@$(MAKE) --no-print-directory -j$(JOBS) build/pulse
-	./build/pulse serve --demo
+	@$(MAKE) --no-print-directory -j$(JOBS) $(B)/pulse
+	./$(B)/pulse serve --demo
 
 test: setup
-	@$(MAKE) --no-print-directory -j$(JOBS) build/asan/pulse build/asan/unit-tests
+	@$(MAKE) --no-print-directory -j$(JOBS) $(B)/asan/pulse $(B)/asan/unit-tests
 	@$(MAKE) --no-print-directory unit api
 
-unit: build/asan/unit-tests
-	ASAN_OPTIONS=detect_leaks=1 ./build/asan/unit-tests --jobs 2
+unit: $(B)/asan/unit-tests
+	ASAN_OPTIONS=detect_leaks=1 ./$(B)/asan/unit-tests --jobs 2
 
-api: build/asan/pulse
-	cd tests/api && PULSE_TEST_BIN=$(CURDIR)/build/asan/pulse node --test --test-concurrency=2 .
+api: $(B)/asan/pulse
+	cd tests/api && PULSE_TEST_BIN=$(abspath $(B))/asan/pulse node --test --test-concurrency=2 .
 
 bench: setup
-	@$(MAKE) --no-print-directory -j$(JOBS) build/pulse build/bench/hello
-	bash bench/run.sh
+	@$(MAKE) --no-print-directory -j$(JOBS) $(B)/pulse $(B)/bench/hello
+	B=$(B) bash bench/run.sh
 
-build/gen/migrations.c: scripts/gen-migrations.sh $(MIGRATIONS)
+$(B)/gen/migrations.c: scripts/gen-migrations.sh $(MIGRATIONS)
 	@mkdir -p $(@D)
 	sh scripts/gen-migrations.sh $(MIGRATIONS) > $@.tmp && mv $@.tmp $@
 
-build/rel/%.o: %.c
+$(B)/rel/%.o: %.c
 	@mkdir -p $(@D)
 	@echo "  CC  $@"
 	@$(CC) $(CPPFLAGS) $(REL_CFLAGS) -MMD -MP -c $< -o $@
 
-build/asan/%.o: %.c
+$(B)/asan/%.o: %.c
 	@mkdir -p $(@D)
 	@echo "  CC  $@"
 	@$(CC) $(CPPFLAGS) $(ASAN_CFLAGS) -MMD -MP -c $< -o $@
 
-build/pulse: $(REL_OBJ) $(REL_CLI)
+$(B)/pulse: $(REL_OBJ) $(REL_CLI)
 	$(CC) $(REL_CFLAGS) -o $@ $^ $(LIBS)
 
-build/asan/pulse: $(ASAN_OBJ) $(ASAN_CLI)
+$(B)/asan/pulse: $(ASAN_OBJ) $(ASAN_CLI)
 	$(CC) $(ASAN_CFLAGS) $(ASAN_LDFLAGS) -o $@ $^ $(LIBS)
 
-build/asan/unit-tests: $(ASAN_OBJ) $(patsubst %.c,build/asan/%.o,$(UNIT_SRC))
+$(B)/asan/unit-tests: $(ASAN_OBJ) $(patsubst %.c,$(B)/asan/%.o,$(UNIT_SRC))
 	$(CC) $(ASAN_CFLAGS) $(ASAN_LDFLAGS) -o $@ $^ $(LIBS) -lcriterion
 
-build/bench/hello: bench/hello.c
+$(B)/bench/hello: bench/hello.c
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) $(REL_CFLAGS) -o $@ $< $(LIBS)
 
 clean:
-	rm -rf build
+	rm -rf $(B)
 
--include $(shell find build -name '*.d' 2>/dev/null)
+-include $(shell find $(B) -name '*.d' 2>/dev/null)
