@@ -8,5 +8,9 @@
 int cli_serve(const config *c);
 int cli_migrate(const config *c);
 int cli_demo(const config *c);
+/* Subcommands with positional arguments get those after the command name. */
+int cli_events(const config *c, int argc, char **argv);
+int cli_dlq(const config *c, int argc, char **argv);
+int cli_replay(const config *c, int argc, char **argv);
 
 #endif

@@ -25,6 +25,12 @@ static void usage(FILE *f)
           "  migrate   apply pending store migrations and exit\n"
           "  demo      seed demo data into empty stores and exit\n"
           "  config    print the effective configuration and exit\n"
+          "  events tail [pattern] [--from-start]\n"
+          "            print events as they are committed, one CloudEvent per line\n"
+          "  dlq ls | retry <id|--all> | drop <id>\n"
+          "            list, re-drive or drop dead-lettered events\n"
+          "  replay <projection>\n"
+          "            rebuild a projection's read model from the start of the log\n"
           "\n"
           "options (every command):\n"
           "  --config FILE      read pulse.ini-style configuration from FILE\n"
@@ -37,8 +43,9 @@ static void usage(FILE *f)
           f);
 }
 
-/* Loads defaults, the file, the environment and flags, in that order. */
-static int load_config(int argc, char **argv, config **out)
+/* Loads defaults, the file, the environment and flags, in that order.
+ * Arguments that are not flags are collected into pos (when pos is given). */
+static int load_config(int argc, char **argv, config **out, char **pos, int *npos)
 {
     config *c = host_config_create();
     pl_error err = {0};
@@ -71,6 +78,11 @@ static int load_config(int argc, char **argv, config **out)
                 rc = err_set(&err, PL_ECONFIG, flags[k].key, "%s needs a value", flags[k].flag);
             else
                 rc = config_set(c, flags[k].section, flags[k].key, flags[k].takes_value ? argv[++i] : "true", &err);
+        }
+        if (!known && !rc && pos && (argv[i][0] != '-' || strcmp(argv[i], "--from-start") == 0 ||
+                                     strcmp(argv[i], "--all") == 0)) {
+            pos[(*npos)++] = argv[i];
+            continue;
         }
         if (!known && !rc)
             rc = err_set(&err, PL_ECONFIG, argv[i], "unknown option %s (see pulse --help)", argv[i]);
@@ -109,16 +121,35 @@ int main(int argc, char **argv)
         if (strcmp(argv[1], commands[i].name) != 0)
             continue;
         config *c;
-        int rc = load_config(argc, argv, &c);
+        int rc = load_config(argc, argv, &c, NULL, NULL);
         if (rc)
             return rc;
         rc = commands[i].fn(c);
         config_destroy(c);
         return rc;
     }
+    static const struct { const char *name; int (*fn)(const config *c, int argc, char **argv); } with_args[] = {
+        {"events", cli_events},
+        {"dlq", cli_dlq},
+        {"replay", cli_replay},
+    };
+    for (size_t i = 0; i < sizeof with_args / sizeof with_args[0]; i++) {
+        if (strcmp(argv[1], with_args[i].name) != 0)
+            continue;
+        char **pos = calloc((size_t)argc, sizeof *pos);
+        int npos = 0;
+        config *c;
+        int rc = load_config(argc, argv, &c, pos, &npos);
+        if (!rc) {
+            rc = with_args[i].fn(c, npos, pos);
+            config_destroy(c);
+        }
+        free(pos);
+        return rc;
+    }
     if (strcmp(argv[1], "config") == 0) {
         config *c;
-        int rc = load_config(argc, argv, &c);
+        int rc = load_config(argc, argv, &c, NULL, NULL);
         if (rc)
             return rc;
         config_dump(c, print_line, stdout);

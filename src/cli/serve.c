@@ -120,7 +120,7 @@ int cli_demo(const config *c)
         return 1;
     router *r = router_create();
     pl_error err = {0};
-    int rc = host_start(h, r, &err);
+    int rc = host_start(h, r, true, &err);
     if (!rc)
         rc = host_demo(h, print_demo_line, &err);
     if (rc)
@@ -149,7 +149,7 @@ int cli_serve(const config *c)
     p.router = router_create();
     for (size_t i = 0; i < sizeof platform_routes / sizeof platform_routes[0]; i++)
         router_add(p.router, &platform_routes[i], &p);
-    if ((rc = host_start(p.host, p.router, &err))) {
+    if ((rc = host_start(p.host, p.router, true, &err))) {
         log_with(LOG_ERROR, "cannot start services", LF_STR("detail", err.msg));
         goto out;
     }
@@ -160,6 +160,7 @@ int cli_serve(const config *c)
     p.metrics = metrics_create(router_count(p.router));
     for (size_t i = 0; i < router_count(p.router); i++)
         metrics_set_route(p.metrics, i, router_route(p.router, i)->method, router_route(p.router, i)->pattern);
+    host_metrics(p.host, p.metrics);
 
     char listen_host[256];
     int port;

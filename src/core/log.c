@@ -14,6 +14,7 @@ static atomic_int log_out_fd = 2;
 static _Thread_local const char *ctx_request_id;
 static _Thread_local const char *ctx_trace_id;
 static _Thread_local const char *ctx_service;
+static _Thread_local const char *ctx_traceparent;
 
 static const char *const level_names[] = {"debug", "info", "warn", "error", "off"};
 
@@ -34,7 +35,9 @@ void log_ctx_set(const char *request_id, const char *trace_id)
     ctx_trace_id = trace_id;
 }
 void log_ctx_service(const char *service) { ctx_service = service; }
-void log_ctx_clear(void) { ctx_request_id = ctx_trace_id = ctx_service = NULL; }
+void log_ctx_clear(void) { ctx_request_id = ctx_trace_id = ctx_service = ctx_traceparent = NULL; }
+void log_ctx_traceparent(const char *traceparent) { ctx_traceparent = traceparent; }
+const char *log_ctx_get_traceparent(void) { return ctx_traceparent; }
 const char *log_ctx_trace_id(void) { return ctx_trace_id; }
 
 typedef struct {

@@ -37,6 +37,10 @@ void log_ctx_set(const char *request_id, const char *trace_id);
 void log_ctx_service(const char *service);
 void log_ctx_clear(void);
 const char *log_ctx_trace_id(void);
+/* The W3C traceparent of the work in progress ("00-<trace>-<span>-<flags>"),
+ * which events emitted by that work carry; NULL when none. Borrowed. */
+void log_ctx_traceparent(const char *traceparent);
+const char *log_ctx_get_traceparent(void);
 
 void log_fields(int level, const char *msg, const log_field *fields, size_t n);
 void log_printf(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -65,6 +65,7 @@ struct http_req {
     char trace_id[33];     /* W3C trace-id, 32 hex */
     char span_id[17];      /* this server span's id, 16 hex */
     unsigned char trace_flags;
+    char traceparent[56];  /* "00-<trace_id>-<span_id>-<flags>": this request's context */
     const principal *principal; /* set for HTTP_AUTH routes */
     const char *bearer;         /* the raw bearer token, when one was sent */
     int nparams;

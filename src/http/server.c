@@ -192,6 +192,8 @@ static void trace_begin(http_req *req, const char *tp)
         hex_random(req->trace_id, 16);
     }
     hex_random(req->span_id, 8);
+    snprintf(req->traceparent, sizeof req->traceparent, "00-%s-%s-%02x", req->trace_id, req->span_id,
+             req->trace_flags);
 }
 
 static void request_id_begin(http_req *req, const char *given)
@@ -233,9 +235,7 @@ static enum MHD_Result send_response(reqctx *rc)
         return MHD_NO;
     if (res->content_type)
         MHD_add_response_header(r, "Content-Type", res->content_type);
-    char tp[64];
-    snprintf(tp, sizeof tp, "00-%s-%s-%02x", rc->req.trace_id, rc->req.span_id, rc->req.trace_flags);
-    MHD_add_response_header(r, "traceparent", tp);
+    MHD_add_response_header(r, "traceparent", rc->req.traceparent);
     MHD_add_response_header(r, "X-Request-Id", rc->req.request_id);
     for (http_header *h = res->headers; h; h = h->next)
         MHD_add_response_header(r, h->name, h->value);
@@ -365,6 +365,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         trace_begin(&rc->req, MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "traceparent"));
         request_id_begin(&rc->req, MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-Id"));
         log_ctx_set(rc->req.request_id, rc->req.trace_id);
+        log_ctx_traceparent(rc->req.traceparent);
 
         size_t hsize = strlen(url);
         MHD_get_connection_values(conn, MHD_HEADER_KIND, count_header, &hsize);
@@ -377,6 +378,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return MHD_YES;
     }
     log_ctx_set(rc->req.request_id, rc->req.trace_id);
+    log_ctx_traceparent(rc->req.traceparent);
     if (*upload_size) {
         size_t n = *upload_size;
         *upload_size = 0;

@@ -1,5 +1,6 @@
 /* host.c - opens, migrates, starts and stops the services of this process. */
 #include "services/host.h"
+#include "bus/outbox.h"
 #include "core/log.h"
 
 #include <stdio.h>
@@ -8,11 +9,17 @@
 
 #define MAX_SERVICES 32
 
+#define MAX_CONSUMERS 64
+
 struct host {
     const config *cfg;
+    bus *bus;
     service_ctx ctx[MAX_SERVICES];
     bool started[MAX_SERVICES];
-    size_t n;
+    outbox_relay *relay[MAX_SERVICES];
+    consumer *consumers[MAX_CONSUMERS];
+    size_t n, nconsumers;
+    consumer_opts copts;
     char names[512];
 };
 
@@ -54,7 +61,8 @@ static int select_services(host *h, const char *list, pl_error *err)
 {
     if (!list || !*list) {
         for (const service_def *const *s = service_registry; *s; s++)
-            add_service(h, *s, err);
+            if (!(*s)->hidden)
+                add_service(h, *s, err);
         return 0;
     }
     char *copy = strdup(list), *save = NULL;
@@ -71,6 +79,8 @@ static int select_services(host *h, const char *list, pl_error *err)
     free(copy);
     if (!rc && h->n == 0)
         rc = err_set(err, PL_ECONFIG, "services", "--services names no service");
+    for (size_t i = 0; i < h->n; i++)
+        h->ctx[i].bus = h->bus;
     return rc;
 }
 
@@ -86,12 +96,17 @@ static int open_stores(host *h, service_ctx *c, pl_error *err)
     int rc = sql_open(url, &o, &c->sql, err);
     if (rc)
         return rc;
-    rc = sql_migrate(c->sql, c->def->name, sql_builtin_migrations, sql_builtin_nmigrations, err);
-    if (rc < 0)
-        return rc;
-    if (rc > 0)
-        log_with(LOG_INFO, "migrated", LF_STR("service", c->def->name), LF_STR("engine", sql_engine(c->sql)),
-                 LF_INT("applied", rc));
+    /* the platform's outbox and inbox tables, then the service's own schema */
+    static const char *const owners[] = {"bus", NULL};
+    for (int i = 0; i < 2; i++) {
+        const char *owner = owners[i] ? owners[i] : c->def->name;
+        rc = sql_migrate(c->sql, owner, sql_builtin_migrations, sql_builtin_nmigrations, err);
+        if (rc < 0)
+            return rc;
+        if (rc > 0)
+            log_with(LOG_INFO, "migrated", LF_STR("service", c->def->name), LF_STR("schema", owner),
+                     LF_STR("engine", sql_engine(c->sql)), LF_INT("applied", rc));
+    }
     return 0;
 }
 
@@ -101,7 +116,25 @@ int host_open(const config *cfg, const char *services, host **out, pl_error *err
     if (!h)
         abort();
     h->cfg = cfg;
-    int rc = select_services(h, services, err);
+    h->copts = (consumer_opts){
+        .batch = (int)config_int(cfg, "bus", "batch"),
+        .max_deliver = (int)config_int(cfg, "bus", "max_deliver"),
+        .retry_base_ms = config_int(cfg, "bus", "retry_base"),
+        .retry_max_ms = config_int(cfg, "bus", "retry_max"),
+        .inbox_keep_ms = config_int(cfg, "bus", "retention_age"),
+    };
+    bus_options bo = {
+        .data_dir = config_str(cfg, "server", "data"),
+        .partitions = (int)config_int(cfg, "bus", "partitions"),
+        .retention_age_ms = config_int(cfg, "bus", "retention_age"),
+        .retention_max = config_int(cfg, "bus", "retention_max"),
+    };
+    int rc = bus_open(config_str(cfg, "bus", "url"), &bo, &h->bus, err);
+    if (rc) {
+        free(h);
+        return rc;
+    }
+    rc = select_services(h, services, err);
     for (size_t i = 0; i < h->n && !rc; i++)
         rc = open_stores(h, &h->ctx[i], err);
     if (rc) {
@@ -112,7 +145,7 @@ int host_open(const config *cfg, const char *services, host **out, pl_error *err
     return 0;
 }
 
-int host_start(host *h, router *r, pl_error *err)
+int host_start(host *h, router *r, bool background, pl_error *err)
 {
     for (size_t i = 0; i < h->n; i++) {
         service_ctx *c = &h->ctx[i];
@@ -122,6 +155,17 @@ int host_start(host *h, router *r, pl_error *err)
         if (rc)
             return rc;
         h->started[i] = true;
+        if (background && c->sql && (rc = outbox_relay_start(c->sql, c->def->name, h->bus, &h->relay[i], err)))
+            return rc;
+        for (size_t k = 0; background && k < c->def->nconsumers; k++) {
+            if (!c->sql || h->nconsumers == MAX_CONSUMERS)
+                return err_set(err, PL_ECONFIG, "consumers", "service %s: consumers need an sql store", c->def->name);
+            rc = consumer_start(h->bus, c->sql, c->def->name, &c->def->consumers[k], c, &h->copts,
+                                &h->consumers[h->nconsumers], err);
+            if (rc)
+                return rc;
+            h->nconsumers++;
+        }
         for (size_t k = 0; k < c->def->nroutes; k++) {
             rc = router_add(r, &c->def->routes[k], c);
             if (rc)
@@ -149,6 +193,13 @@ int host_ready(host *h, json_t **report)
 {
     json_t *rep = json_object();
     int worst = 0;
+    pl_error be = {0};
+    if (bus_ping(h->bus, &be)) {
+        json_object_set_new(rep, "bus", json_string(be.msg));
+        worst = PL_EUNAVAILABLE;
+    } else {
+        json_object_set_new(rep, "bus", json_string("ok"));
+    }
     for (size_t i = 0; i < h->n; i++) {
         service_ctx *c = &h->ctx[i];
         if (c->sql) {
@@ -166,16 +217,77 @@ int host_ready(host *h, json_t **report)
 }
 
 const char *host_services(const host *h) { return h->names; }
+bus *host_bus(host *h) { return h->bus; }
+
+static void collect(void *ud, metrics_buf *b)
+{
+    host *h = ud;
+    metrics_printf(b, "# HELP pulse_consumer_lag_events Events in the log after the consumer group's position.\n"
+                      "# TYPE pulse_consumer_lag_events gauge\n");
+    for (size_t i = 0; i < h->nconsumers; i++) {
+        int64_t lag = 0;
+        if (!bus_lag(h->bus, consumer_group(h->consumers[i]), &lag, NULL))
+            metrics_printf(b, "pulse_consumer_lag_events{consumer=\"%s\"} %lld\n", consumer_group(h->consumers[i]),
+                           (long long)lag);
+    }
+    metrics_printf(b, "# HELP pulse_consumer_handled_total Events applied by the consumer group in this process.\n"
+                      "# TYPE pulse_consumer_handled_total counter\n");
+    for (size_t i = 0; i < h->nconsumers; i++)
+        metrics_printf(b, "pulse_consumer_handled_total{consumer=\"%s\"} %lld\n", consumer_group(h->consumers[i]),
+                       (long long)consumer_handled(h->consumers[i]));
+    metrics_printf(b, "# HELP pulse_outbox_depth Events committed to a service's outbox and not yet published.\n"
+                      "# TYPE pulse_outbox_depth gauge\n");
+    for (size_t i = 0; i < h->n; i++)
+        if (h->relay[i])
+            metrics_printf(b, "pulse_outbox_depth{service=\"%s\"} %lld\n", outbox_relay_service(h->relay[i]),
+                           (long long)outbox_relay_depth(h->relay[i]));
+    metrics_printf(b, "# HELP pulse_outbox_published_total Events published by a service's outbox relay.\n"
+                      "# TYPE pulse_outbox_published_total counter\n");
+    for (size_t i = 0; i < h->n; i++)
+        if (h->relay[i])
+            metrics_printf(b, "pulse_outbox_published_total{service=\"%s\"} %lld\n",
+                           outbox_relay_service(h->relay[i]), (long long)outbox_relay_published(h->relay[i]));
+    int64_t dead = 0;
+    if (!bus_dead_count(h->bus, &dead, NULL))
+        metrics_printf(b, "# HELP pulse_dlq_size Dead-lettered events waiting in the parking lot.\n"
+                          "# TYPE pulse_dlq_size gauge\npulse_dlq_size %lld\n",
+                       (long long)dead);
+}
+
+void host_metrics(host *h, metrics *m) { metrics_add_collector(m, collect, h); }
+
+int host_replay(host *h, const char *projection, pl_error *err)
+{
+    const char *dot = strchr(projection, '.');
+    for (size_t i = 0; i < h->n; i++) {
+        service_ctx *c = &h->ctx[i];
+        for (size_t k = 0; k < c->def->nconsumers; k++) {
+            const consumer_def *d = &c->def->consumers[k];
+            bool hit = dot ? (strncmp(projection, c->def->name, (size_t)(dot - projection)) == 0 &&
+                              c->def->name[dot - projection] == '\0' && strcmp(dot + 1, d->name) == 0)
+                           : strcmp(projection, d->name) == 0;
+            if (hit)
+                return consumer_replay(h->bus, c->sql, c->def->name, d, c, &h->copts, err);
+        }
+    }
+    return err_set(err, PL_ENOTFOUND, "projection", "no hosted projection named \"%s\"", projection);
+}
 
 void host_close(host *h)
 {
     if (!h)
         return;
+    /* consumers first (they write), then relays (they publish what is committed) */
+    for (size_t i = h->nconsumers; i-- > 0;)
+        consumer_stop(h->consumers[i]);
+    for (size_t i = h->n; i-- > 0;)
+        outbox_relay_stop(h->relay[i]);
     for (size_t i = h->n; i-- > 0;) {
         service_ctx *c = &h->ctx[i];
         if (h->started[i] && c->def->stop)
             c->def->stop(c);
         sql_close(c->sql);
     }
+    bus_close(h->bus);
     free(h);
 }

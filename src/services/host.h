@@ -23,8 +23,9 @@ config *host_config_create(void);
  * separated; empty or NULL: all). Unknown names are PL_ECONFIG errors. */
 int host_open(const config *cfg, const char *services, host **out, pl_error *err);
 
-/* Starts every hosted service and mounts its routes on r. */
-int host_start(host *h, router *r, pl_error *err);
+/* Starts every hosted service and mounts its routes on r; with `background`
+ * also its outbox relay and its consumers. */
+int host_start(host *h, router *r, bool background, pl_error *err);
 
 /* Runs the demo hooks of the hosted services. */
 int host_demo(host *h, void (*out)(const char *line), pl_error *err);
@@ -32,6 +33,16 @@ int host_demo(host *h, void (*out)(const char *line), pl_error *err);
 /* Readiness: pings every store. Returns 0 when all are reachable; *report
  * (new reference) maps "service.kind" to "ok" or the error. */
 int host_ready(host *h, json_t **report);
+
+/* Registers the host's gauges (consumer lag, outbox depth, dead letters). */
+void host_metrics(host *h, metrics *m);
+
+/* The event bus of this process (borrowed). */
+bus *host_bus(host *h);
+
+/* Rebuilds a projection ("<service>.<consumer>" or a unique "<consumer>")
+ * of a hosted service from the start of the log. */
+int host_replay(host *h, const char *projection, pl_error *err);
 
 /* Names of the hosted services, comma separated (borrowed). */
 const char *host_services(const host *h);

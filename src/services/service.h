@@ -13,6 +13,8 @@
 #ifndef PULSE_SERVICES_SERVICE_H
 #define PULSE_SERVICES_SERVICE_H
 
+#include "bus/bus.h"
+#include "bus/consumer.h"
 #include "core/config.h"
 #include "core/err.h"
 #include "http/http.h"
@@ -41,6 +43,11 @@ typedef struct service_def {
     /* Seeds demo data when the service's stores are empty; prints how to use
      * it to `out`. May be NULL. */
     int  (*demo)(service_ctx *ctx, void (*out)(const char *line), pl_error *err);
+    /* Event consumers, run with the service's sql store as their inbox. */
+    const consumer_def *consumers;
+    size_t nconsumers;
+    /* Hosted only when named in --services (test fixtures). */
+    bool hidden;
 } service_def;
 
 struct service_ctx {
@@ -48,6 +55,7 @@ struct service_ctx {
     const config *cfg;
     const char *data_dir;
     sql_db *sql;      /* when stores & SERVICE_USES_SQL */
+    bus *bus;         /* the event bus of this process */
     void *state;      /* the service's own */
 };
 

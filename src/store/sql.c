@@ -11,9 +11,15 @@ struct sql_db {
     const sql_driver *d;
     void *h;
 };
+#define MAX_HOOKS 8
 struct sql_tx {
     const sql_driver *d;
     void *h;
+    int nhooks;
+    struct {
+        void (*fn)(void *ud);
+        void *ud;
+    } hooks[MAX_HOOKS];
 };
 struct sql_rows {
     const sql_driver *d;
@@ -104,8 +110,21 @@ int sql_begin(sql_db *db, int flags, sql_tx **out, pl_error *err)
 int sql_commit(sql_tx *tx, pl_error *err)
 {
     int rc = tx->d->xCommit(tx->h, err);
+    for (int i = 0; !rc && i < tx->nhooks; i++)
+        tx->hooks[i].fn(tx->hooks[i].ud);
     free(tx);
     return rc;
+}
+
+void sql_after_commit(sql_tx *tx, void (*fn)(void *ud), void *ud)
+{
+    for (int i = 0; i < tx->nhooks; i++)
+        if (tx->hooks[i].fn == fn && tx->hooks[i].ud == ud)
+            return;
+    if (tx->nhooks < MAX_HOOKS) {
+        tx->hooks[tx->nhooks].fn = fn;
+        tx->hooks[tx->nhooks++].ud = ud;
+    }
 }
 
 void sql_rollback(sql_tx *tx)

@@ -120,6 +120,11 @@ int  sql_begin(sql_db *db, int flags, sql_tx **out, pl_error *err);
 int  sql_commit(sql_tx *tx, pl_error *err);   /* frees tx whatever the result */
 void sql_rollback(sql_tx *tx);                /* frees tx; NULL is a no-op */
 
+/* Registers fn(ud) to run on this thread right after tx commits successfully
+ * (not after a rollback or a failed commit). At most 8 per transaction;
+ * registering the same fn/ud pair twice runs it once. */
+void sql_after_commit(sql_tx *tx, void (*fn)(void *ud), void *ud);
+
 /* Runs a statement that returns no rows; *changes (may be NULL) gets the
  * number of rows it inserted, updated or deleted. */
 int sql_exec(sql_tx *tx, const char *sql, const sql_arg *args, size_t n, int64_t *changes, pl_error *err);

@@ -3,6 +3,7 @@
 #include "core/log.h"
 #include "core/timeutil.h"
 #include "core/uuid.h"
+#include "bus/outbox.h"
 #include "services/identity/identity.h"
 
 #include <sodium.h>
@@ -114,14 +115,6 @@ int identity_login(http_req *req, http_res *res)
     json_decref(body);
     identity_lower(login);
 
-    int64_t now = time_now_ms();
-    const char *acct_key = arena_sprintf(req->arena, "acct:%s", login);
-    const char *ip_key = arena_sprintf(req->arena, "ip:%s", http_client_ip(req));
-    int64_t wait = limiter_retry_after(id->limits, acct_key, id->max_fail_account, id->login_window_ms, now);
-    int64_t wait_ip = limiter_retry_after(id->limits, ip_key, id->max_fail_ip, id->login_window_ms, now);
-    if (wait || wait_ip)
-        return too_many(req, res, wait > wait_ip ? wait : wait_ip);
-
     pl_error err = {0};
     sql_tx *tx;
     user u;
@@ -131,6 +124,20 @@ int identity_login(http_req *req, http_res *res)
     sql_rollback(tx);
     if (rc < 0)
         return store_fail(req, rc, &err);
+
+    /* The account limit is keyed by the user's id, not by the login given:
+     * keyed by the string, the username and the email would each get their
+     * own allowance of guesses. An unknown login is keyed by itself, under
+     * another prefix so that typing a user's (public) id as the login cannot
+     * count against that user. */
+    int64_t now = time_now_ms();
+    const char *acct_key = rc == 1 ? arena_sprintf(req->arena, "acct:%s", u.id)
+                                   : arena_sprintf(req->arena, "acct?%s", login);
+    const char *ip_key = arena_sprintf(req->arena, "ip:%s", http_client_ip(req));
+    int64_t wait = limiter_retry_after(id->limits, acct_key, id->max_fail_account, id->login_window_ms, now);
+    int64_t wait_ip = limiter_retry_after(id->limits, ip_key, id->max_fail_ip, id->login_window_ms, now);
+    if (wait || wait_ip)
+        return too_many(req, res, wait > wait_ip ? wait : wait_ip);
     /* Verify against a dummy hash when nobody matched, so timing does not tell. */
     bool ok = identity_verify_password(rc == 1 ? u.password_hash : id->dummy_hash, pw) && rc == 1;
     if (!ok) {
@@ -244,6 +251,14 @@ int identity_me_patch(http_req *req, http_res *res)
         sql_rollback(tx);
         return rc < 0 ? store_fail(req, rc, &err) : http_fail(req, PL_EUNAUTHORIZED, NULL, "the account no longer exists");
     }
+    if ((display || bio) &&
+        (rc = outbox_emit(tx, "identity", "pl.identity.profile_updated.v1", u.id, NULL,
+                          json_pack("{s:s, s:s, s:s, s:s}", "user_id", u.id, "display_name", u.display_name, "bio",
+                                    u.bio, "updated_at", u.updated_at),
+                          NULL, &err))) {
+        sql_rollback(tx);
+        return store_fail(req, rc, &err);
+    }
     if ((rc = sql_commit(tx, &err)))
         return store_fail(req, rc, &err);
     http_json(res, 200, user_private_json(&u));
@@ -302,7 +317,12 @@ int identity_user_role(http_req *req, http_res *res)
         sql_rollback(tx);
         return rc < 0 ? store_fail(req, rc, &err) : http_fail(req, PL_ENOTFOUND, NULL, "no such user");
     }
-    if (strcmp(u.role, role) != 0 && (rc = users_set_role(tx, uid, role, now, &err))) {
+    if (strcmp(u.role, role) != 0 &&
+        ((rc = users_set_role(tx, uid, role, now, &err)) ||
+         (rc = outbox_emit(tx, "identity", "pl.identity.role_changed.v1", uid, NULL,
+                           json_pack("{s:s, s:s, s:s, s:s, s:s}", "user_id", uid, "old_role", u.role, "new_role", role,
+                                     "changed_by", req->principal->user_id, "changed_at", now),
+                           NULL, &err)))) {
         sql_rollback(tx);
         return store_fail(req, rc, &err);
     }

@@ -7,6 +7,7 @@
 #include "core/log.h"
 #include "core/timeutil.h"
 #include "core/uuid.h"
+#include "bus/outbox.h"
 #include "http/auth.h"
 
 #include <argon2.h>
@@ -81,6 +82,12 @@ int identity_create_user(identity *id, arena *a, const char *email, const char *
         if (rc == PL_ECONFLICT) /* lost a race with a concurrent registration */
             json_object_set_new(f, strstr(err ? err->msg : "", "email") ? "email" : "username",
                                 json_string("is already taken"));
+        if (!rc)
+            rc = outbox_emit(tx, "identity", "pl.identity.user_registered.v1", out->id, NULL,
+                             json_pack("{s:s, s:s, s:s, s:s, s:s}", "user_id", out->id, "username", out->username,
+                                       "display_name", out->display_name, "role", out->role, "created_at",
+                                       out->created_at),
+                             NULL, err);
     }
     if (rc) {
         sql_rollback(tx);
