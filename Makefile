@@ -25,7 +25,7 @@ ASAN_LDFLAGS := -fsanitize=address,undefined
 
 SRC        := $(shell find src -name '*.c' -not -path 'src/cli/*' | sort)
 CLI_SRC    := $(shell find src/cli -name '*.c' | sort)
-MIGRATIONS := $(shell find src/services -path '*/migrations/*/*.sql' | sort)
+MIGRATIONS := $(shell find src -path '*/migrations/*/*.sql' | sort)
 GEN_SRC    := $(B)/gen/migrations.c
 UNIT_SRC   := $(shell find tests/unit -name '*.c' 2>/dev/null | sort)
 
