@@ -45,26 +45,40 @@ bool ce_type_valid(const char *type, bool allow_dlq)
     return end - (v + 1) <= 4;
 }
 
+static bool glob(const char *p, const char *t)
+{
+    const char *star = NULL, *resume = NULL;
+    while (*t) {
+        if (*p == '*') {
+            star = p++;
+            resume = t;
+        } else if (*p == *t) {
+            p++;
+            t++;
+        } else if (star) {
+            p = star + 1;
+            t = ++resume;
+        } else {
+            return false;
+        }
+    }
+    while (*p == '*')
+        p++;
+    return *p == '\0';
+}
+
+static bool is_dlq(const char *s)
+{
+    size_t n = strlen(s);
+    return n >= 4 && strcmp(s + n - 4, ".dlq") == 0;
+}
+
 bool ce_type_matches(const char *pattern, const char *type)
 {
-    while (*pattern) {
-        if (pattern[0] == '*' && pattern[1] == '\0')
-            return *type != '\0'; /* trailing '*': one or more words */
-        if (pattern[0] == '*') {
-            /* one word in the middle */
-            const char *dot = strchr(type, '.');
-            if (!dot || dot == type || pattern[1] != '.')
-                return false;
-            type = dot;
-            pattern++;
-            continue;
-        }
-        if (*pattern != *type)
-            return false;
-        pattern++;
-        type++;
-    }
-    return *type == '\0';
+    /* dead letters reach only those who ask for them */
+    if (is_dlq(type) && !is_dlq(pattern))
+        return false;
+    return glob(pattern, type);
 }
 
 static bool printable(const char *s)

@@ -37,8 +37,9 @@ typedef struct cloudevent {
 bool ce_type_valid(const char *type, bool allow_dlq);
 
 /* True when a pattern like "pl.identity.*", "pl.*.user_registered.v1", "*"
- * or an exact type matches. '*' matches one or more whole dot-separated
- * words at the end ("pl.identity.*") or exactly one word in the middle. */
+ * or an exact type matches: '*' matches any run of characters, dots
+ * included. Dead letters ("<type>.dlq") match only patterns that themselves
+ * end in ".dlq" ("*.dlq", "pl.social.*.dlq"). */
 bool ce_type_matches(const char *pattern, const char *type);
 
 /* Fills a new event: id (UUIDv7), time (now), source "/pulse/<service>",

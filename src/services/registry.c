@@ -4,9 +4,13 @@
 #include <string.h>
 
 extern const service_def identity_service;
+extern const service_def audit_service;
+extern const service_def testkit_service;
 
 const service_def *const service_registry[] = {
     &identity_service,
+    &audit_service,
+    &testkit_service,
     NULL,
 };
 

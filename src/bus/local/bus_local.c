@@ -178,7 +178,7 @@ static void retention(lbus *b)
     sqlite3_stmt *st;
     if (!sq_prepare(b->w,
                     "DELETE FROM events WHERE seq IN (SELECT seq FROM events ORDER BY seq LIMIT 5000)"
-                    " AND (time_ms < $1 OR seq <= (SELECT max(seq) FROM events) - $2)",
+                    " AND (time_ms < ?1 OR seq <= (SELECT max(seq) FROM events) - ?2)",
                     &st, NULL)) {
         sqlite3_bind_int64(st, 1, cutoff);
         sqlite3_bind_int64(st, 2, b->o.retention_max);
@@ -310,7 +310,7 @@ static int x_ping(void *h, pl_error *err)
 static int append(sqlite3 *c, const bus_out *m, size_t n, pl_error *err)
 {
     sqlite3_stmt *st;
-    int rc = sq_prepare(c, "INSERT OR IGNORE INTO events (id, type, phash, time_ms, body) VALUES ($1, $2, $3, $4, $5)",
+    int rc = sq_prepare(c, "INSERT OR IGNORE INTO events (id, type, phash, time_ms, body) VALUES (?1, ?2, ?3, ?4, ?5)",
                         &st, err);
     if (rc)
         return rc;
@@ -370,7 +370,7 @@ static int flush(lsub *s, pl_error *err)
     if (rc)
         return rc;
     sqlite3_stmt *st;
-    if (!(rc = sq_prepare(s->c, "UPDATE cursors SET acked = $3 WHERE grp = $1 AND part = $2 AND owner = $4", &st, err))) {
+    if (!(rc = sq_prepare(s->c, "UPDATE cursors SET acked = ?3 WHERE grp = ?1 AND part = ?2 AND owner = ?4", &st, err))) {
         for (int i = 0; i < s->nparts && !rc; i++) {
             if (!s->p[i].owned || !s->p[i].dirty)
                 continue;
@@ -417,7 +417,7 @@ static int leases(lsub *s, pl_error *err)
         return rc;
     sqlite3_stmt *st = NULL;
     int64_t gen = 0;
-    if (!(rc = sq_prepare(s->c, "SELECT generation FROM groups WHERE grp = $1", &st, err))) {
+    if (!(rc = sq_prepare(s->c, "SELECT generation FROM groups WHERE grp = ?1", &st, err))) {
         sqlite3_bind_text(st, 1, s->group, -1, SQLITE_STATIC);
         if (sqlite3_step(st) == SQLITE_ROW)
             gen = sqlite3_column_int64(st, 0);
@@ -431,8 +431,8 @@ static int leases(lsub *s, pl_error *err)
     /* live owners: those holding an unexpired lease (counting us) */
     int owners = 1;
     if (!rc && !(rc = sq_prepare(s->c,
-                                 "SELECT count(DISTINCT owner) FROM cursors WHERE grp = $1 AND lease_until > $2"
-                                 " AND owner IS NOT NULL AND owner <> $3",
+                                 "SELECT count(DISTINCT owner) FROM cursors WHERE grp = ?1 AND lease_until > ?2"
+                                 " AND owner IS NOT NULL AND owner <> ?3",
                                  &st, err))) {
         sqlite3_bind_text(st, 1, s->group, -1, SQLITE_STATIC);
         sqlite3_bind_int64(st, 2, now);
@@ -444,7 +444,7 @@ static int leases(lsub *s, pl_error *err)
     int share = (s->nparts + owners - 1) / owners, have = 0;
     if (!rc && !(rc = sq_prepare(s->c,
                                  "SELECT part, acked, owner, lease_until, retry_seq, retry_deliveries, retry_after"
-                                 " FROM cursors WHERE grp = $1 ORDER BY part",
+                                 " FROM cursors WHERE grp = ?1 ORDER BY part",
                                  &st, err))) {
         sqlite3_bind_text(st, 1, s->group, -1, SQLITE_STATIC);
         bool mine[MAX_PARTS] = {0}, free_[MAX_PARTS] = {0};
@@ -470,7 +470,7 @@ static int leases(lsub *s, pl_error *err)
         }
         sqlite3_finalize(st);
         sqlite3_stmt *up;
-        if (!(rc = sq_prepare(s->c, "UPDATE cursors SET owner = $3, lease_until = $4 WHERE grp = $1 AND part = $2",
+        if (!(rc = sq_prepare(s->c, "UPDATE cursors SET owner = ?3, lease_until = ?4 WHERE grp = ?1 AND part = ?2",
                               &up, err))) {
             for (int i = 0; i < s->nparts && !rc; i++) {
                 bool keep = mine[i] && have <= share, take = !mine[i] && free_[i] && have < share;
@@ -531,19 +531,19 @@ static int x_subscribe(void *h, const bus_sub_options *o, void **out, pl_error *
     if ((rc = sq_exec(s->c, "BEGIN IMMEDIATE", err)))
         goto fail;
     sqlite3_stmt *st;
-    if (!(rc = sq_prepare(s->c, "INSERT OR IGNORE INTO groups (grp, partitions) VALUES ($1, $2)", &st, err))) {
+    if (!(rc = sq_prepare(s->c, "INSERT OR IGNORE INTO groups (grp, partitions) VALUES (?1, ?2)", &st, err))) {
         sqlite3_bind_text(st, 1, s->group, -1, SQLITE_STATIC);
         sqlite3_bind_int(st, 2, b->o.partitions);
         rc = sq_done(s->c, st, err);
     }
-    if (!rc && !(rc = sq_prepare(s->c, "SELECT partitions FROM groups WHERE grp = $1", &st, err))) {
+    if (!rc && !(rc = sq_prepare(s->c, "SELECT partitions FROM groups WHERE grp = ?1", &st, err))) {
         sqlite3_bind_text(st, 1, s->group, -1, SQLITE_STATIC);
         s->nparts = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int(st, 0) : b->o.partitions;
         sqlite3_finalize(st);
         if (s->nparts < 1 || s->nparts > MAX_PARTS)
             s->nparts = b->o.partitions;
     }
-    if (!rc && !(rc = sq_prepare(s->c, "INSERT OR IGNORE INTO cursors (grp, part) VALUES ($1, $2)", &st, err))) {
+    if (!rc && !(rc = sq_prepare(s->c, "INSERT OR IGNORE INTO cursors (grp, part) VALUES (?1, ?2)", &st, err))) {
         for (int i = 0; i < s->nparts && !rc; i++) {
             sqlite3_bind_text(st, 1, s->group, -1, SQLITE_STATIC);
             sqlite3_bind_int(st, 2, i);
@@ -576,7 +576,7 @@ static void x_unsubscribe(void *h)
     flush(s, NULL);
     /* give the leases back so another instance takes over at once */
     sqlite3_stmt *st;
-    if (!sq_prepare(s->c, "UPDATE cursors SET owner = NULL, lease_until = 0 WHERE grp = $1 AND owner = $2", &st,
+    if (!sq_prepare(s->c, "UPDATE cursors SET owner = NULL, lease_until = 0 WHERE grp = ?1 AND owner = ?2", &st,
                     NULL)) {
         sqlite3_bind_text(st, 1, s->group, -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 2, s->owner, -1, SQLITE_STATIC);
@@ -597,7 +597,7 @@ static int fetch_redrive(lsub *s, bus_msg *out, size_t max, size_t *n, pl_error 
     sqlite3_stmt *st;
     int rc = sq_prepare(s->c,
                         "SELECT r.id, e.seq, e.id, e.type, e.body, e.phash FROM redrive r JOIN events e ON e.seq = r.seq"
-                        " WHERE r.grp = $1 ORDER BY r.id LIMIT $2",
+                        " WHERE r.grp = ?1 ORDER BY r.id LIMIT ?2",
                         &st, err);
     if (rc)
         return rc;
@@ -634,7 +634,7 @@ static int fetch_log(lsub *s, bus_msg *out, size_t max, size_t *n, int64_t now, 
     if (low == UINT64_MAX)
         return 0;
     sqlite3_stmt *st;
-    int rc = sq_prepare(s->c, "SELECT seq, id, type, phash, body FROM events WHERE seq > $1 ORDER BY seq LIMIT $2",
+    int rc = sq_prepare(s->c, "SELECT seq, id, type, phash, body FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
                         &st, err);
     if (rc)
         return rc;
@@ -743,7 +743,7 @@ static part *live_part(lsub *s, const bus_msg *m)
 static int delete_redrive(lsub *s, int64_t id, pl_error *err)
 {
     sqlite3_stmt *st;
-    int rc = sq_prepare(s->c, "DELETE FROM redrive WHERE id = $1", &st, err);
+    int rc = sq_prepare(s->c, "DELETE FROM redrive WHERE id = ?1", &st, err);
     if (rc)
         return rc;
     sqlite3_bind_int64(st, 1, id);
@@ -765,8 +765,8 @@ static int x_ack(void *h, const bus_msg *m, pl_error *err)
         p->retry_deliveries = 0;
         sqlite3_stmt *st;
         int rc = sq_prepare(s->c,
-                            "UPDATE cursors SET acked = $3, retry_seq = NULL, retry_deliveries = NULL,"
-                            " retry_after = NULL, retry_error = NULL WHERE grp = $1 AND part = $2",
+                            "UPDATE cursors SET acked = ?3, retry_seq = NULL, retry_deliveries = NULL,"
+                            " retry_after = NULL, retry_error = NULL WHERE grp = ?1 AND part = ?2",
                             &st, err);
         if (rc)
             return rc;
@@ -805,7 +805,7 @@ static int dead_letter(lsub *s, const bus_msg *m, const char *error, pl_error *e
     sqlite3_stmt *st;
     if (!rc && !(rc = sq_prepare(s->c,
                                  "INSERT INTO dead (grp, seq, event_id, type, deliveries, error, dead_ms)"
-                                 " VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                                 " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                                  &st, err))) {
         sqlite3_bind_text(st, 1, s->group, -1, SQLITE_STATIC);
         sqlite3_bind_int64(st, 2, (int64_t)m->seq);
@@ -820,8 +820,8 @@ static int dead_letter(lsub *s, const bus_msg *m, const char *error, pl_error *e
         rc = append(s->c, &out, 1, err);
     if (!rc && !m->redrive_id &&
         !(rc = sq_prepare(s->c,
-                          "UPDATE cursors SET acked = $3, retry_seq = NULL, retry_deliveries = NULL, retry_after = NULL,"
-                          " retry_error = NULL WHERE grp = $1 AND part = $2",
+                          "UPDATE cursors SET acked = ?3, retry_seq = NULL, retry_deliveries = NULL, retry_after = NULL,"
+                          " retry_error = NULL WHERE grp = ?1 AND part = ?2",
                           &st, err))) {
         sqlite3_bind_text(st, 1, s->group, -1, SQLITE_STATIC);
         sqlite3_bind_int(st, 2, m->partition);
@@ -829,7 +829,7 @@ static int dead_letter(lsub *s, const bus_msg *m, const char *error, pl_error *e
         rc = sq_done(s->c, st, err);
     }
     if (!rc && m->redrive_id) {
-        if (!(rc = sq_prepare(s->c, "DELETE FROM redrive WHERE id = $1", &st, err))) {
+        if (!(rc = sq_prepare(s->c, "DELETE FROM redrive WHERE id = ?1", &st, err))) {
             sqlite3_bind_int64(st, 1, m->redrive_id);
             rc = sq_done(s->c, st, err);
         }
@@ -874,8 +874,8 @@ static int x_nak(void *h, const bus_msg *m, int64_t delay_ms, const char *error,
     int64_t until = time_now_ms() + (delay_ms > 0 ? delay_ms : 0);
     sqlite3_stmt *st;
     int rc = sq_prepare(s->c,
-                        "UPDATE cursors SET acked = $3, retry_seq = $4, retry_deliveries = $5, retry_after = $6,"
-                        " retry_error = $7 WHERE grp = $1 AND part = $2",
+                        "UPDATE cursors SET acked = ?3, retry_seq = ?4, retry_deliveries = ?5, retry_after = ?6,"
+                        " retry_error = ?7 WHERE grp = ?1 AND part = ?2",
                         &st, err);
     if (rc)
         return rc;
@@ -923,9 +923,9 @@ static int x_reset(void *h, const char *group, pl_error *err)
     int rc = sq_exec(b->w, "BEGIN IMMEDIATE", err);
     static const char *const steps[] = {
         "UPDATE cursors SET acked = 0, owner = NULL, lease_until = 0, retry_seq = NULL, retry_deliveries = NULL,"
-        " retry_after = NULL, retry_error = NULL WHERE grp = $1",
-        "UPDATE groups SET generation = generation + 1 WHERE grp = $1",
-        "DELETE FROM redrive WHERE grp = $1",
+        " retry_after = NULL, retry_error = NULL WHERE grp = ?1",
+        "UPDATE groups SET generation = generation + 1 WHERE grp = ?1",
+        "DELETE FROM redrive WHERE grp = ?1",
     };
     for (size_t i = 0; i < sizeof steps / sizeof steps[0] && !rc; i++) {
         sqlite3_stmt *st;
@@ -974,7 +974,7 @@ static int x_lag(void *h, const char *group, int64_t *lag, pl_error *err)
     *lag = 0;
     return query_int(h,
                      "SELECT coalesce((SELECT max(seq) FROM events), 0) - coalesce((SELECT min(acked) FROM cursors"
-                     " WHERE grp = $1), 0)",
+                     " WHERE grp = ?1), 0)",
                      group, lag, err);
 }
 
@@ -992,7 +992,7 @@ static int x_read(void *h, uint64_t after, size_t max, int timeout_ms,
     for (;;) {
         uint64_t seen = version_now(b);
         sqlite3_stmt *st;
-        if ((rc = sq_prepare(c, "SELECT seq, type, body FROM events WHERE seq > $1 ORDER BY seq LIMIT $2", &st, err)))
+        if ((rc = sq_prepare(c, "SELECT seq, type, body FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2", &st, err)))
             break;
         sqlite3_bind_int64(st, 1, (int64_t)*last);
         sqlite3_bind_int64(st, 2, (int64_t)max);
@@ -1055,14 +1055,14 @@ static int x_dead_retry(void *h, int64_t id, int *count, pl_error *err)
     sqlite3_stmt *st;
     int64_t moved = 0;
     if (!rc && !(rc = sq_prepare(b->w,
-                                 "INSERT INTO redrive (grp, seq) SELECT grp, seq FROM dead WHERE $1 = 0 OR id = $1"
+                                 "INSERT INTO redrive (grp, seq) SELECT grp, seq FROM dead WHERE ?1 = 0 OR id = ?1"
                                  " ORDER BY id",
                                  &st, err))) {
         sqlite3_bind_int64(st, 1, id);
         rc = sq_done(b->w, st, err);
         moved = sqlite3_changes(b->w);
     }
-    if (!rc && !(rc = sq_prepare(b->w, "DELETE FROM dead WHERE $1 = 0 OR id = $1", &st, err))) {
+    if (!rc && !(rc = sq_prepare(b->w, "DELETE FROM dead WHERE ?1 = 0 OR id = ?1", &st, err))) {
         sqlite3_bind_int64(st, 1, id);
         rc = sq_done(b->w, st, err);
     }
@@ -1080,7 +1080,7 @@ static int x_dead_retry(void *h, int64_t id, int *count, pl_error *err)
 static int x_dead_drop(void *h, int64_t id, pl_error *err)
 {
     int64_t changes = 0;
-    int rc = with_writer(h, "DELETE FROM dead WHERE id = $1", NULL, id, &changes, err);
+    int rc = with_writer(h, "DELETE FROM dead WHERE id = ?1", NULL, id, &changes, err);
     if (!rc && changes == 0)
         rc = err_set(err, PL_ENOTFOUND, "id", "no dead letter %lld", (long long)id);
     return rc;

@@ -143,6 +143,26 @@ void limiter_destroy(limiter *l)
 
 #define PROBES 16
 
+/* The key as stored: itself when it fits the slot, else a prefix and a hash
+ * of the whole. Cutting long keys alone would make two accounts whose logins
+ * share a long prefix share one failure count (one could lock the other
+ * out). Every key of 95 bytes or more is hashed, so that no raw key can
+ * spell another's hashed form. */
+static void slot_key(const char *key, char out[sizeof ((slot *)0)->key])
+{
+    enum { SIZE = sizeof ((slot *)0)->key, PREFIX = SIZE - 1 - 1 - 32 };
+    size_t n = strlen(key);
+    if (n < SIZE - 1) {
+        memcpy(out, key, n + 1);
+        return;
+    }
+    unsigned char h[16];
+    crypto_generichash(h, sizeof h, (const unsigned char *)key, n, NULL, 0);
+    memcpy(out, key, PREFIX);
+    out[PREFIX] = '#';
+    sodium_bin2hex(out + PREFIX + 1, 33, h, sizeof h);
+}
+
 static size_t khash(const char *k)
 {
     size_t h = 1469598103934665603ull;
@@ -152,14 +172,16 @@ static size_t khash(const char *k)
 }
 
 /* Finds key's slot, or claims a free or expired one (or the oldest probed). */
-static slot *lookup(limiter *l, const char *key, int64_t window_ms, int64_t now, bool create)
+static slot *lookup(limiter *l, const char *raw, int64_t window_ms, int64_t now, bool create)
 {
+    char key[sizeof l->v->key];
+    slot_key(raw, key);
     size_t h = khash(key);
     slot *victim = NULL;
     bool victim_stale = false;
     for (size_t i = 0; i < PROBES; i++) {
         slot *s = &l->v[(h + i) % l->cap];
-        if (s->key[0] && strncmp(s->key, key, sizeof s->key - 1) == 0) {
+        if (s->key[0] && strcmp(s->key, key) == 0) {
             if (now - s->window_start >= window_ms) { /* window over: start afresh */
                 s->window_start = now;
                 s->count = 0;
@@ -178,7 +200,7 @@ static slot *lookup(limiter *l, const char *key, int64_t window_ms, int64_t now,
     }
     if (!create)
         return NULL;
-    snprintf(victim->key, sizeof victim->key, "%s", key);
+    memcpy(victim->key, key, sizeof key);
     victim->window_start = now;
     victim->count = 0;
     return victim;
@@ -203,13 +225,15 @@ void limiter_fail(limiter *l, const char *key, int64_t window_ms, int64_t now)
     pthread_mutex_unlock(&l->lock);
 }
 
-void limiter_clear(limiter *l, const char *key)
+void limiter_clear(limiter *l, const char *raw)
 {
+    char key[sizeof l->v->key];
+    slot_key(raw, key);
     pthread_mutex_lock(&l->lock);
     size_t h = khash(key);
     for (size_t i = 0; i < PROBES; i++) {
         slot *s = &l->v[(h + i) % l->cap];
-        if (s->key[0] && strncmp(s->key, key, sizeof s->key - 1) == 0)
+        if (s->key[0] && strcmp(s->key, key) == 0)
             s->key[0] = '\0';
     }
     pthread_mutex_unlock(&l->lock);
