@@ -12,5 +12,7 @@ int cli_demo(const config *c);
 int cli_events(const config *c, int argc, char **argv);
 int cli_dlq(const config *c, int argc, char **argv);
 int cli_replay(const config *c, int argc, char **argv);
+/* `pulse <service> <verb> [args]`: a service's own command-line verbs. */
+int cli_service_command(const config *c, const char *service, int argc, char **argv);
 
 #endif

@@ -161,3 +161,26 @@ int cli_replay(const config *c, int argc, char **argv)
     host_close(h);
     return rc ? 1 : 0;
 }
+
+int cli_service_command(const config *c, const char *service, int argc, char **argv)
+{
+    if (argc < 1) {
+        fprintf(stderr, "usage: pulse %s <command> [args]\n", service);
+        return 2;
+    }
+    host *h;
+    pl_error err = {0};
+    if (host_open(c, service, &h, &err)) {
+        fprintf(stderr, "pulse: %s\n", err.msg);
+        return 1;
+    }
+    router *r = router_create();
+    int rc = host_start(h, r, false, &err);
+    if (rc)
+        fprintf(stderr, "pulse: %s\n", err.msg);
+    else
+        rc = host_command(h, service, argv[0], argc - 1, argv + 1);
+    router_destroy(r);
+    host_close(h);
+    return rc;
+}

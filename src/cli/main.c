@@ -31,6 +31,8 @@ static void usage(FILE *f)
           "            list, re-drive or drop dead-lettered events\n"
           "  replay <projection>\n"
           "            rebuild a projection's read model from the start of the log\n"
+          "  audit verify\n"
+          "            check the audit trail's hash chain (exit 3 when broken)\n"
           "\n"
           "options (every command):\n"
           "  --config FILE      read pulse.ini-style configuration from FILE\n"
@@ -155,6 +157,19 @@ int main(int argc, char **argv)
         config_dump(c, print_line, stdout);
         config_destroy(c);
         return 0;
+    }
+    const service_def *svc = service_find(argv[1]);
+    if (svc && svc->ncommands) {
+        char **pos = calloc((size_t)argc, sizeof *pos);
+        int npos = 0;
+        config *c;
+        int rc = load_config(argc, argv, &c, pos, &npos);
+        if (!rc) {
+            rc = cli_service_command(c, svc->name, npos, pos);
+            config_destroy(c);
+        }
+        free(pos);
+        return rc;
     }
     fprintf(stderr, "pulse: unknown command \"%s\"\n", argv[1]);
     usage(stderr);

@@ -273,6 +273,20 @@ int host_replay(host *h, const char *projection, pl_error *err)
     return err_set(err, PL_ENOTFOUND, "projection", "no hosted projection named \"%s\"", projection);
 }
 
+int host_command(host *h, const char *service, const char *verb, int argc, char **argv)
+{
+    for (size_t i = 0; i < h->n; i++) {
+        service_ctx *c = &h->ctx[i];
+        if (strcmp(c->def->name, service) != 0)
+            continue;
+        for (size_t k = 0; k < c->def->ncommands; k++)
+            if (strcmp(c->def->commands[k].verb, verb) == 0)
+                return c->def->commands[k].run(c, argc, argv);
+    }
+    fprintf(stderr, "pulse: %s has no command \"%s\"\n", service, verb);
+    return 2;
+}
+
 void host_close(host *h)
 {
     if (!h)

@@ -44,6 +44,10 @@ bus *host_bus(host *h);
  * of a hosted service from the start of the log. */
 int host_replay(host *h, const char *projection, pl_error *err);
 
+/* Runs `verb` of the hosted service `service` (see service_def.commands).
+ * Returns the command's exit status, or 2 when there is no such command. */
+int host_command(host *h, const char *service, const char *verb, int argc, char **argv);
+
 /* Names of the hosted services, comma separated (borrowed). */
 const char *host_services(const host *h);
 

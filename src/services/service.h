@@ -48,6 +48,15 @@ typedef struct service_def {
     size_t nconsumers;
     /* Hosted only when named in --services (test fixtures). */
     bool hidden;
+    /* Command-line verbs: `pulse <service> <verb> [args]` (e.g. `pulse audit
+     * verify`), run with the service's stores open and the service started
+     * (no relay, no consumers). Return the exit status. */
+    const struct service_command {
+        const char *verb;
+        const char *help;
+        int (*run)(service_ctx *ctx, int argc, char **argv);
+    } *commands;
+    size_t ncommands;
 } service_def;
 
 struct service_ctx {
