@@ -1,4 +1,5 @@
-/* arena.c - a chain of blocks; big requests get a block of their own. */
+/* arena.c - a chain of blocks; big requests get a block of their own, kept
+ * apart so that the current block goes on serving small ones. */
 #include "core/arena.h"
 
 #include <stdint.h>
@@ -14,21 +15,28 @@ typedef struct block {
 
 struct arena {
     block *head;  /* current block; the first block is the tail of the chain */
+    block *big;   /* blocks of one big allocation each */
     size_t first, total;
 };
+
+static _Noreturn void oom(void)
+{
+    fputs("pulse: out of memory\n", stderr);
+    abort();
+}
 
 static void *xmalloc(size_t n)
 {
     void *p = malloc(n);
-    if (!p) {
-        fputs("pulse: out of memory\n", stderr);
-        abort();
-    }
+    if (!p)
+        oom();
     return p;
 }
 
 static block *block_new(size_t size)
 {
+    if (size > PTRDIFF_MAX - sizeof(block))
+        oom();
     block *b = xmalloc(sizeof *b + size);
     b->next = NULL;
     b->size = size;
@@ -41,23 +49,32 @@ arena *arena_create(size_t first_block)
     arena *a = xmalloc(sizeof *a);
     a->first = first_block ? first_block : 4096;
     a->head = block_new(a->first);
+    a->big = NULL;
     a->total = 0;
     return a;
+}
+
+static void free_chain(block *b)
+{
+    for (block *n; b; b = n) {
+        n = b->next;
+        free(b);
+    }
 }
 
 void arena_destroy(arena *a)
 {
     if (!a)
         return;
-    for (block *b = a->head, *n; b; b = n) {
-        n = b->next;
-        free(b);
-    }
+    free_chain(a->head);
+    free_chain(a->big);
     free(a);
 }
 
 void arena_reset(arena *a)
 {
+    free_chain(a->big);
+    a->big = NULL;
     block *b = a->head;
     while (b->next) {
         block *n = b->next;
@@ -71,11 +88,19 @@ void arena_reset(arena *a)
 
 void *arena_alloc(arena *a, size_t n)
 {
+    if (n > PTRDIFF_MAX) /* rounding up would wrap to a tiny size */
+        oom();
     n = (n + 15) & ~(size_t)15;
     if (n == 0)
         n = 16;
     block *b = a->head;
-    if (b->size - b->used < n) {
+    if (b->size - b->used < n && n > a->first / 2) {
+        /* Growing the chain for this would leave the rest of the current
+         * block unused and make the next block twice as big again. */
+        b = block_new(n);
+        b->next = a->big;
+        a->big = b;
+    } else if (b->size - b->used < n) {
         size_t size = b->size * 2;
         if (size < n)
             size = n;

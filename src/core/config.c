@@ -5,6 +5,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <ini.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,8 +60,11 @@ typedef struct {
 struct config {
     entry *v;
     size_t n, cap;
-    const char *file; /* the file being parsed, for messages */
-    pl_error *err;    /* the error slot of the parse in progress */
+    /* the parse in progress */
+    const char *file; /* for messages */
+    FILE *f;
+    int line;         /* physical line being parsed, 1-based */
+    pl_error *err;
     int rc;
 };
 
@@ -293,17 +297,49 @@ int config_set(config *c, const char *section, const char *key, const char *valu
     return set_from(c, section, key, value, SRC_FLAG, "command line", err);
 }
 
-/* inih (as Debian builds it) does not pass line numbers to the handler: the
- * first failure is recorded here and ini_parse_file() returns its line. */
+/* inih (as Debian builds it) passes no line numbers to the handler and
+ * silently splits a line longer than its buffer into several lines, the tail
+ * parsed as a line of its own. Reading through this function keeps the
+ * physical line number for messages and turns such lines (and NUL bytes,
+ * which would desynchronise the count) into errors. */
+static char *read_line(char *buf, int size, void *stream)
+{
+    config *c = stream;
+    if (c->rc)
+        return NULL; /* stop at the first error */
+    char *s = fgets(buf, size, c->f);
+    if (!s)
+        return NULL;
+    c->line++;
+    size_t n = strlen(s);
+    if (n > 0 && s[n - 1] == '\n')
+        return s;
+    if (n + 1 < (size_t)size) {
+        if (feof(c->f))
+            return s; /* last line without a newline */
+        c->rc = err_set(c->err, PL_ECONFIG, "config", "%s:%d: NUL byte in the line", c->file, c->line);
+        return NULL;
+    }
+    int next = getc(c->f); /* the buffer is full: is the line complete? */
+    if (next == '\n' || next == EOF)
+        return s;
+    ungetc(next, c->f);
+    c->rc = err_set(c->err, PL_ECONFIG, "config", "%s:%d: line longer than %d characters", c->file, c->line,
+                    size - 1);
+    return NULL;
+}
+
 static int on_ini_value(void *ud, const char *section, const char *name, const char *value)
 {
     config *c = ud;
     if (c->rc)
         return 0; /* keep the first error */
+    char where[PATH_MAX + 16];
+    snprintf(where, sizeof where, "%s:%d", c->file, c->line);
     if (!*section)
-        c->rc = err_set(c->err, PL_ECONFIG, name, "%s: key \"%s\" outside of any [section]", c->file, name);
+        c->rc = err_set(c->err, PL_ECONFIG, name, "%s: key \"%s\" outside of any [section]", where, name);
     else
-        c->rc = set_from(c, section, name, value, SRC_FILE, c->file, c->err);
+        c->rc = set_from(c, section, name, value, SRC_FILE, where, c->err);
     return c->rc == 0;
 }
 
@@ -314,18 +350,15 @@ int config_load_file(config *c, const char *path, pl_error *err)
         return err_set(err, PL_ECONFIG, "config", "cannot open %s: %s", path, strerror(errno));
     pl_error local;
     c->file = path;
+    c->f = f;
+    c->line = 0;
     c->err = err ? err : &local;
     c->rc = 0;
-    int line = ini_parse_file(f, on_ini_value, c);
+    int line = ini_parse_stream(read_line, c, on_ini_value, c);
     fclose(f);
-    if (c->rc) {
-        /* "path: msg" -> "path:line: msg" */
-        size_t pl = strlen(path);
-        char rest[sizeof c->err->msg];
-        snprintf(rest, sizeof rest, "%s", strncmp(c->err->msg, path, pl) == 0 ? c->err->msg + pl : c->err->msg);
-        snprintf(c->err->msg, sizeof c->err->msg, "%s:%d%s", path, line, rest);
+    c->f = NULL;
+    if (c->rc)
         return c->rc;
-    }
     if (line != 0)
         return err_set(err, PL_ECONFIG, "config", "%s:%d: syntax error", path, line);
     return 0;

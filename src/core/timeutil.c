@@ -3,6 +3,7 @@
 #include "core/err.h"
 
 #include <ctype.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -23,11 +24,15 @@ int64_t time_mono_ns(void)
 
 void time_rfc3339(int64_t ms, char *buf, size_t size)
 {
-    time_t secs = (time_t)(ms / 1000);
+    /* Floor, not truncation: -1 ms is 23:59:59.999 of the day before, not "00:00:00.-01". */
+    int64_t rem = ms % 1000;
+    if (rem < 0)
+        rem += 1000;
+    time_t secs = (time_t)((ms - rem) / 1000);
     struct tm tm;
     gmtime_r(&secs, &tm);
     snprintf(buf, size, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
-             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms % 1000));
+             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)rem);
 }
 
 static int digits(const char *s, int n, int *out)
@@ -77,7 +82,8 @@ int time_parse_rfc3339(const char *s, int64_t *ms_out)
     if (*p)
         return PL_EINVAL;
     static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-    if (D > mdays[M - 1])
+    bool leap = (Y % 4 == 0 && Y % 100 != 0) || Y % 400 == 0;
+    if (D > mdays[M - 1] || (M == 2 && D == 29 && !leap)) /* timegm would roll 02-29 into March */
         return PL_EINVAL;
     struct tm tm = {.tm_year = Y - 1900, .tm_mon = M - 1, .tm_mday = D,
                     .tm_hour = h, .tm_min = m, .tm_sec = sec};

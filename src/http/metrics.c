@@ -73,6 +73,10 @@ metrics *metrics_create(size_t nroutes)
     m->routes = calloc(nroutes + 1, sizeof *m->routes);
     if (!m->routes)
         abort();
+    for (size_t i = 0; i < nroutes; i++) { /* a route never named still renders */
+        m->routes[i].method = "";
+        m->routes[i].pattern = "";
+    }
     m->routes[nroutes].method = "";
     m->routes[nroutes].pattern = "unmatched";
     pthread_mutex_init(&m->lock, NULL);
@@ -115,6 +119,8 @@ static status_slot *claim(route_slot *r, int status)
 void metrics_observe(metrics *m, int route_index, int status, double seconds)
 {
     size_t idx = route_index < 0 || (size_t)route_index >= m->nroutes ? m->nroutes : (size_t)route_index;
+    if (!(seconds > 0)) /* a wall-clock step backwards (or NaN): converting it to unsigned is undefined */
+        seconds = 0;
     status_slot *s = claim(&m->routes[idx], status);
     size_t b = 0;
     while (b < NBUCKETS && seconds > bucket_le[b])

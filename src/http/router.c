@@ -1,6 +1,9 @@
-/* router.c - a linear table of pre-split patterns; the most literal match wins. */
+/* router.c - a linear table of pre-split patterns; among the patterns that
+ * match a path, the one with a literal at the first depth where they differ
+ * wins. */
 #include "http/router.h"
 
+#include <ctype.h>
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
@@ -10,8 +13,9 @@
 typedef struct {
     const http_route *route;
     void *ctx;
-    int nsegs, nliterals;
-    char *segs[MAX_SEGS]; /* "{id}" is stored as NULL name + param name below */
+    int nsegs;
+    unsigned literals;    /* bit (MAX_SEGS - 1 - i) set when segment i is literal */
+    char *segs[MAX_SEGS]; /* the literal, or the capture's name ("id" for "{id}") */
     bool is_param[MAX_SEGS];
     char *copy;           /* owns the segment strings */
 } entry;
@@ -72,20 +76,36 @@ int router_add(router *r, const http_route *route, void *ctx)
         goto bad;
     int nparams = 0;
     for (int i = 0; i < e.nsegs; i++) {
-        size_t l = strlen(e.segs[i]);
-        if (e.segs[i][0] == '{') {
-            if (l < 3 || e.segs[i][l - 1] != '}' || ++nparams > HTTP_MAX_PARAMS)
+        char *seg = e.segs[i];
+        size_t l = strlen(seg);
+        if (seg[0] == '{') {
+            if (l < 3 || seg[l - 1] != '}' || ++nparams > HTTP_MAX_PARAMS)
                 goto bad;
-            e.segs[i][l - 1] = '\0';
-            e.segs[i]++;
+            seg[l - 1] = '\0';
+            e.segs[i] = ++seg;
             e.is_param[i] = true;
+            for (const char *c = seg; *c; c++) /* a name handlers can ask for */
+                if (!isalnum((unsigned char)*c) && *c != '_')
+                    goto bad;
+            for (int k = 0; k < i; k++)
+                if (e.is_param[k] && strcmp(e.segs[k], seg) == 0)
+                    goto bad;
         } else {
-            e.nliterals++;
+            if (strpbrk(seg, "{}")) /* a typo'd capture such as "id}" */
+                goto bad;
+            e.literals |= 1u << (MAX_SEGS - 1 - i);
         }
     }
+    /* Same method and same shape (param names aside) would match the same
+     * paths, and only one of them could ever be reached. */
     for (size_t i = 0; i < r->n; i++) {
-        if (strcmp(r->v[i].route->method, route->method) == 0 &&
-            strcmp(r->v[i].route->pattern, route->pattern) == 0) {
+        const entry *o = &r->v[i];
+        if (strcmp(o->route->method, route->method) != 0 || o->nsegs != e.nsegs || o->literals != e.literals)
+            continue;
+        bool same = true;
+        for (int k = 0; k < e.nsegs && same; k++)
+            same = e.is_param[k] || strcmp(o->segs[k], e.segs[k]) == 0;
+        if (same) {
             free(e.copy);
             return PL_ECONFLICT;
         }
@@ -140,7 +160,10 @@ int router_match(const router *r, const char *method, char *path, route_match *m
         append_allow(m->allow, sizeof m->allow, e->route->method);
         if (strcmp(e->route->method, "GET") == 0)
             append_allow(m->allow, sizeof m->allow, "HEAD");
-        if (strcmp(e->route->method, want) == 0 && (!best || e->nliterals > best->nliterals))
+        /* Every candidate matches the path, so the literal segments they
+         * share are equal: the larger mask has a literal where the other
+         * has a capture, at the first depth where they differ. */
+        if (strcmp(e->route->method, want) == 0 && (!best || e->literals > best->literals))
             best = e;
     }
     if (!best)

@@ -214,11 +214,12 @@ int sql_migrate(sql_db *db, const char *service, const sql_migration *migs, size
                   "CREATE TABLE IF NOT EXISTS pulse_migrations (service TEXT NOT NULL, version INTEGER NOT NULL,"
                   " name TEXT NOT NULL, applied_at TEXT NOT NULL, PRIMARY KEY (service, version))",
                   SQL_NOARGS, NULL, err);
-    if (rc || (rc = sql_commit(tx, err))) {
-        if (rc && tx)
-            sql_rollback(tx);
+    if (rc) {
+        sql_rollback(tx);
         goto out;
     }
+    if ((rc = sql_commit(tx, err))) /* commit ends the transaction even when it fails */
+        goto out;
     for (size_t i = 0; i < k; i++) {
         int64_t have = 0;
         if ((rc = sql_begin(db, SQL_TX_WRITE, &tx, err)))

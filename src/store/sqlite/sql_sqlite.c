@@ -52,7 +52,8 @@ typedef struct stx {
 typedef struct srows {
     sqlite3_stmt *stmt;
     cached *slot; /* NULL: stmt is private and finalized on close */
-    int step_rc;
+    int end;      /* 0 while rows may follow, then what xNext returns for good (0 or an error) */
+    bool ended;
 } srows;
 
 static int map_rc(sqlite3 *h, int rc, pl_error *err, const char *what)
@@ -332,8 +333,11 @@ static int prepare(conn *c, const char *sql, sqlite3_stmt **st, cached **slot, p
     return 0;
 }
 
-/* Binds $N placeholders by their number. */
-static int bind(conn *c, sqlite3_stmt *st, const sql_arg *args, size_t n, pl_error *err)
+/* Binds $N placeholders by their number. Arguments are borrowed for the
+ * call only (sql.h): a query steps after its call has returned, so it passes
+ * SQLITE_TRANSIENT to have text and blobs copied; exec may bind in place. */
+static int bind(conn *c, sqlite3_stmt *st, const sql_arg *args, size_t n, sqlite3_destructor_type keep,
+                pl_error *err)
 {
     int np = sqlite3_bind_parameter_count(st);
     for (int i = 1; i <= np; i++) {
@@ -348,8 +352,8 @@ static int bind(conn *c, sqlite3_stmt *st, const sql_arg *args, size_t n, pl_err
         case SQL_T_NULL: rc = sqlite3_bind_null(st, i); break;
         case SQL_T_INT: rc = sqlite3_bind_int64(st, i, a->i); break;
         case SQL_T_REAL: rc = sqlite3_bind_double(st, i, a->d); break;
-        case SQL_T_TEXT: rc = sqlite3_bind_text(st, i, a->p, -1, SQLITE_STATIC); break;
-        case SQL_T_BLOB: rc = sqlite3_bind_blob64(st, i, a->p, a->n, SQLITE_STATIC); break;
+        case SQL_T_TEXT: rc = sqlite3_bind_text(st, i, a->p, -1, keep); break;
+        case SQL_T_BLOB: rc = sqlite3_bind_blob64(st, i, a->p, a->n, keep); break;
         default: rc = SQLITE_MISMATCH;
         }
         if (rc)
@@ -377,7 +381,7 @@ static int x_exec(void *h, const char *sql, const sql_arg *args, size_t n, int64
     int rc = prepare(tx->c, sql, &st, &slot, err);
     if (rc)
         return rc;
-    if (!(rc = bind(tx->c, st, args, n, err))) {
+    if (!(rc = bind(tx->c, st, args, n, SQLITE_STATIC, err))) {
         int s;
         while ((s = sqlite3_step(st)) == SQLITE_ROW)
             ;
@@ -398,7 +402,7 @@ static int x_query(void *h, const char *sql, const sql_arg *args, size_t n, void
     int rc = prepare(tx->c, sql, &st, &slot, err);
     if (rc)
         return rc;
-    if ((rc = bind(tx->c, st, args, n, err))) {
+    if ((rc = bind(tx->c, st, args, n, SQLITE_TRANSIENT, err))) {
         stmt_done(st, slot);
         return rc;
     }
@@ -416,12 +420,15 @@ static int x_query(void *h, const char *sql, const sql_arg *args, size_t n, void
 static int x_next(void *h, pl_error *err)
 {
     srows *r = h;
+    if (r->ended) /* stepping a finished statement would silently run it again */
+        return r->end ? err_set(err, r->end, NULL, "sqlite step: the cursor failed earlier") : 0;
     int s = sqlite3_step(r->stmt);
     if (s == SQLITE_ROW)
         return 1;
+    r->ended = true;
     if (s == SQLITE_DONE)
         return 0;
-    return map_rc(sqlite3_db_handle(r->stmt), s, err, "step");
+    return r->end = map_rc(sqlite3_db_handle(r->stmt), s, err, "step");
 }
 
 static void x_rows_close(void *h)
