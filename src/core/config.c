@@ -437,13 +437,26 @@ const char *config_store_url(const config *c, const char *service, const char *k
     return config_str(c, "defaults", kind);
 }
 
+/* "postgres://u:secret@h/db" -> "postgres://u:***@h/db": dumps never show passwords. */
+static void mask_password(const char *in, char *out, size_t size)
+{
+    const char *scheme = strstr(in, "://");
+    const char *at = scheme ? strchr(scheme + 3, '@') : NULL;
+    const char *colon = scheme ? strchr(scheme + 3, ':') : NULL;
+    if (at && colon && colon < at)
+        snprintf(out, size, "%.*s:***%s", (int)(colon - in), in, at);
+    else
+        snprintf(out, size, "%s", in);
+}
+
 void config_dump(const config *c, void (*line)(void *ud, const char *text), void *ud)
 {
     for (size_t i = 0; i < c->n; i++) {
-        char buf[1024];
+        char buf[1024], value[512];
         const entry *e = &c->v[i];
-        snprintf(buf, sizeof buf, "%s.%s = %s  ; %s; %s", e->key.section, e->key.key, e->value,
-                 src_names[e->source], e->key.help);
+        mask_password(e->value, value, sizeof value);
+        snprintf(buf, sizeof buf, "%s.%s = %s  ; %s; %s", e->key.section, e->key.key, value, src_names[e->source],
+                 e->key.help);
         line(ud, buf);
     }
 }
