@@ -17,6 +17,8 @@
 
 #include <arpa/inet.h>
 #include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <microhttpd.h>
 #include <netdb.h>
 #include <sodium.h>
@@ -26,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 struct http_server {
@@ -46,6 +49,8 @@ typedef struct reqctx {
     unsigned flags;
     bool responded;
     int status;
+    int rejected;    /* PL_E* found while the body streamed in, answered at its end */
+    size_t discarded; /* body bytes dropped after the rejection */
     char *body;      /* malloc'd, grows */
     size_t body_cap;
     char client_ip[INET6_ADDRSTRLEN];
@@ -262,10 +267,21 @@ static enum MHD_Result send_error(reqctx *rc, int code, const char *fmt, ...)
 
 /* ---- the request path ------------------------------------------------------- */
 
+/* How much of a body over the limit is read (and dropped) so that its 413
+ * reaches the client; beyond this the connection is cut. */
+static size_t drain_limit(const http_server *srv) { return 4 * srv->o.body_limit; }
+
+/* Besides its bytes, each header costs MHD a record in the connection's memory
+ * pool; charging at least that much per header keeps everything within
+ * header_limit inside the pool (see http_server_start), so that too many small
+ * headers meet our JSON 431 rather than MHD's own HTML one. */
+#define HEADER_RECORD_COST 64
+
 static enum MHD_Result count_header(void *cls, enum MHD_ValueKind kind, const char *k, const char *v)
 {
     (void)kind;
-    *(size_t *)cls += strlen(k) + (v ? strlen(v) : 0) + 4;
+    size_t n = strlen(k) + (v ? strlen(v) : 0) + 4;
+    *(size_t *)cls += n < HEADER_RECORD_COST ? HEADER_RECORD_COST : n;
     return MHD_YES;
 }
 
@@ -373,8 +389,17 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             return send_error(rc, PL_EHEADERS, "request headers of %zu bytes exceed the limit of %zu", hsize,
                               srv->o.header_limit);
         const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
-        if (cl && strtoull(cl, NULL, 10) > srv->o.body_limit)
-            return send_error(rc, PL_ETOOLARGE, "the body exceeds the limit of %zu bytes", srv->o.body_limit);
+        if (cl && strtoull(cl, NULL, 10) > srv->o.body_limit) {
+            /* Answering now closes the connection while the client is still
+             * sending, and the reset that follows can destroy the answer before
+             * the client reads it. So the body is read and dropped, and the 413
+             * comes at its end; only a client waiting for 100-continue (it has
+             * sent nothing yet) or a body not worth reading is answered now. */
+            const char *expect = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Expect");
+            if ((expect && strcasecmp(expect, "100-continue") == 0) || strtoull(cl, NULL, 10) > drain_limit(srv))
+                return send_error(rc, PL_ETOOLARGE, "the body exceeds the limit of %zu bytes", srv->o.body_limit);
+            rc->rejected = PL_ETOOLARGE;
+        }
         return MHD_YES;
     }
     log_ctx_set(rc->req.request_id, rc->req.trace_id);
@@ -384,8 +409,19 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         *upload_size = 0;
         if (rc->responded)
             return MHD_YES; /* discarding the rest of a rejected body */
-        if (rc->req.body_len + n > srv->o.body_limit)
-            return send_error(rc, PL_ETOOLARGE, "the body exceeds the limit of %zu bytes", srv->o.body_limit);
+        /* MHD cannot queue a response while body data is being handed over
+         * (and a chunked body gives no length up front), so the 413 waits for
+         * the end of the body, which is dropped meanwhile. A client that keeps
+         * on sending long after the limit is cut off instead. */
+        if (rc->rejected) {
+            rc->discarded += n;
+            return rc->discarded > drain_limit(srv) ? MHD_NO : MHD_YES;
+        }
+        if (rc->req.body_len + n > srv->o.body_limit) {
+            rc->rejected = PL_ETOOLARGE;
+            rc->discarded = n;
+            return MHD_YES;
+        }
         if (rc->req.body_len + n + 1 > rc->body_cap) {
             size_t cap = rc->body_cap ? rc->body_cap : 1024;
             while (cap < rc->req.body_len + n + 1)
@@ -404,6 +440,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     }
     if (rc->responded)
         return MHD_YES;
+    if (rc->rejected == PL_ETOOLARGE)
+        return send_error(rc, PL_ETOOLARGE, "the body exceeds the limit of %zu bytes", srv->o.body_limit);
     if (!rc->req.body)
         rc->req.body = "";
     return dispatch(rc, url);
@@ -418,7 +456,9 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         return;
     *con_cls = NULL;
     double secs = (double)(time_mono_ns() - rc->start_ns) / 1e9;
-    int status = rc->responded ? rc->status : 499; /* 499: the client went away first */
+    /* 499: the client went away first; a body cut off after its rejection
+     * counts as the rejection. */
+    int status = rc->responded ? rc->status : rc->rejected ? err_http_status(rc->rejected) : 499;
     metrics_observe(srv->metrics, rc->route_index, status, secs);
     if (srv->o.access_log && !(rc->flags & HTTP_NOLOG)) {
         log_ctx_set(rc->req.request_id, rc->req.trace_id);
@@ -473,9 +513,11 @@ int http_server_start(router *r, metrics *m, const http_server_opts *o, http_ser
     s->router = r;
     s->metrics = m;
     s->o = *o;
-    size_t pool = o->header_limit + 16384;
-    if (pool < 32768)
-        pool = 32768;
+    /* The pool holds the header bytes (<= header_limit), their records (at most
+     * header_limit / HEADER_RECORD_COST of them, HEADER_RECORD_COST bytes each)
+     * and the response headers, with room to spare: so a request is judged by
+     * header_limit, not by running out of pool. */
+    size_t pool = 3 * o->header_limit + 32768;
     unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG | MHD_ALLOW_UPGRADE |
                      MHD_USE_TURBO;
     if (ss.ss_family == AF_INET6)
@@ -503,16 +545,53 @@ int http_server_start(router *r, metrics *m, const http_server_opts *o, http_ser
 
 int http_server_port(const http_server *s) { return s->port; }
 
+/* Connections the kernel completed before the listener closed, but that MHD
+ * had not accepted yet (its threads busy), carry requests their clients have
+ * already sent; closing the listener would reset them. They are handed to MHD
+ * to be served like the rest; only later connections are refused. */
+static void adopt_backlog(http_server *s, MHD_socket lfd)
+{
+    int fl = fcntl(lfd, F_GETFL);
+    if (fl < 0 || fcntl(lfd, F_SETFL, fl | O_NONBLOCK) < 0)
+        return; /* a blocking accept would wait for the next client forever */
+    for (;;) {
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof ss;
+        int fd = accept4(lfd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0 && errno == EINTR)
+            continue;
+        if (fd < 0)
+            return; /* EAGAIN: the backlog is empty */
+        MHD_add_connection(s->d, fd, (struct sockaddr *)&ss, len); /* closes fd on failure */
+    }
+}
+
 int http_server_stop(http_server *s, unsigned timeout_ms)
 {
     if (!s)
         return 0;
     MHD_socket lfd = MHD_quiesce_daemon(s->d);
-    if (lfd != MHD_INVALID_SOCKET)
+    if (lfd != MHD_INVALID_SOCKET) {
+        adopt_backlog(s, lfd);
         close(lfd);
+    }
+    /* A request counts as in flight once MHD has parsed its headers, so one
+     * already sent on a connection whose thread is busy with another request
+     * is not counted yet; the thread reads it moments after finishing the
+     * current one. Waiting for the count to stay at zero for a short quiet
+     * period, rather than to touch zero once, lets such requests finish too. */
+    const int64_t quiet_ns = 50 * 1000000;
     int64_t deadline = time_mono_ns() + (int64_t)timeout_ms * 1000000;
-    while (atomic_load(&s->inflight) > 0 && time_mono_ns() < deadline)
+    int64_t quiet_since = 0;
+    for (int64_t now = time_mono_ns(); now < deadline; now = time_mono_ns()) {
+        if (atomic_load(&s->inflight) > 0)
+            quiet_since = 0;
+        else if (!quiet_since)
+            quiet_since = now;
+        else if (now - quiet_since >= quiet_ns)
+            break;
         usleep(2000);
+    }
     int left = atomic_load(&s->inflight);
     MHD_stop_daemon(s->d);
     free(s);
