@@ -32,6 +32,7 @@ static size_t ndrivers;
 static pthread_mutex_t drivers_lock = PTHREAD_MUTEX_INITIALIZER;
 
 extern const sql_driver sql_sqlite_driver;
+extern const sql_driver sql_pg_driver;
 
 void sql_register(const sql_driver *d)
 {
@@ -47,6 +48,7 @@ void sql_register(const sql_driver *d)
 static const sql_driver *driver_for(const char *url)
 {
     sql_register(&sql_sqlite_driver);
+    sql_register(&sql_pg_driver);
     if (!*url)
         return &sql_sqlite_driver;
     const sql_driver *found = NULL;
