@@ -239,6 +239,12 @@ int consumer_start(bus *b, sql_db *db, const char *service, const consumer_def *
     return 0;
 }
 
+void consumer_request_stop(consumer *c)
+{
+    if (c)
+        atomic_store(&c->stop, true);
+}
+
 void consumer_stop(consumer *c)
 {
     if (!c)

@@ -49,7 +49,10 @@ typedef struct consumer consumer;
 /* Starts the consumer thread. Everything passed is borrowed and must outlive it. */
 int  consumer_start(bus *b, sql_db *db, const char *service, const consumer_def *def, void *ctx,
                     const consumer_opts *o, consumer **out, pl_error *err);
-void consumer_stop(consumer *c); /* finishes the batch in hand; NULL is a no-op */
+/* Asks the thread to stop after the batch in hand, without waiting: stopping
+ * many consumers costs one fetch timeout, not one each. NULL is a no-op. */
+void consumer_request_stop(consumer *c);
+void consumer_stop(consumer *c); /* requests the stop, waits for it, frees; NULL is a no-op */
 const char *consumer_group(const consumer *c);
 int64_t consumer_handled(const consumer *c); /* events applied since start */
 

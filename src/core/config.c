@@ -389,9 +389,10 @@ int config_load_env(config *c, char **envp, pl_error *err)
                 hit = &c->v[i];
         }
         if (!hit) {
-            if (strncmp(*ep, "PULSE_TEST_", 11) != 0)
-                log_warn("environment variable %.*s names no configuration key; ignored", (int)nl, *ep);
-            continue;
+            if (strncmp(*ep, "PULSE_TEST_", 11) == 0) /* the test harnesses' own settings */
+                continue;
+            return err_set(err, PL_ECONFIG, "env", "environment variable %.*s names no configuration key"
+                           " (see pulse config)", (int)nl, *ep);
         }
         char where[300];
         snprintf(where, sizeof where, "environment %.*s", (int)nl, *ep);

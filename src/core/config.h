@@ -4,9 +4,9 @@
  *
  * Every key is declared in a table (config_key) with its type, default and
  * help; the platform's keys live in config.c and each service declares its
- * own under "service.<name>". Unknown keys and bad values in a file are
- * errors that name the key (and line); a PULSE_* variable that names no key
- * is warned about (environments are shared with other tools) but not fatal.
+ * own under "service.<name>". Unknown keys and bad values are errors that
+ * name the key (and the file's line, or the environment variable); only
+ * PULSE_TEST_* variables are left to the test harnesses.
  *
  * A config is read-only after loading and then safe to share between threads.
  */

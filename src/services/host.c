@@ -292,6 +292,8 @@ void host_close(host *h)
     if (!h)
         return;
     /* consumers first (they write), then relays (they publish what is committed) */
+    for (size_t i = 0; i < h->nconsumers; i++)
+        consumer_request_stop(h->consumers[i]);
     for (size_t i = h->nconsumers; i-- > 0;)
         consumer_stop(h->consumers[i]);
     for (size_t i = h->n; i-- > 0;)

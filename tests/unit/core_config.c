@@ -133,8 +133,8 @@ Test(config, env_beats_file_and_flags_beat_env)
     const char *path = write_file("[server]\nthreads = 8\ndata = /from/file\nlisten = 10.0.0.1:1\n");
     cr_assert_eq(config_load_file(c, path, &err), 0, "%s", err.msg);
     char e0[] = "HOME=/root", e1[] = "PULSE_SERVER_THREADS=16", e2[] = "PULSE_SERVER_DATA=/from/env",
-         e3[] = "PULSE_TEST_X=1", e4[] = "PULSE_NO_SUCH_KEY=1", e5[] = "PULSE_NOEQUALS";
-    char *env[] = {e0, e1, e2, e3, e4, e5, NULL};
+         e3[] = "PULSE_TEST_X=1", e5[] = "PULSE_NOEQUALS";
+    char *env[] = {e0, e1, e2, e3, e5, NULL};
     cr_assert_eq(config_load_env(c, env, &err), 0, "%s", err.msg);
     cr_assert_eq(config_int(c, "server", "threads"), 16, "env must beat the file");
     cr_assert_str_eq(config_str(c, "server", "data"), "/from/env");
@@ -160,6 +160,17 @@ Test(config, env_name_of_dotted_sections)
     cr_assert_eq(config_load_env(c, env, &err), 0, "%s", err.msg);
     cr_assert_str_eq(config_store_url(c, "identity", "kv"), "redis://cache:6379/0");
     cr_assert_eq(config_int(c, "log", "level"), LOG_ERROR);
+    config_destroy(c);
+}
+
+Test(config, unknown_env_variable_is_an_error_naming_it)
+{
+    config *c = make_config();
+    pl_error err = {0};
+    char e0[] = "PULSE_SERVER_THREADS=8", e1[] = "PULSE_SERVR_THREADS=16";
+    char *env[] = {e0, e1, NULL};
+    cr_assert_eq(config_load_env(c, env, &err), PL_ECONFIG);
+    cr_assert_not_null(strstr(err.msg, "PULSE_SERVR_THREADS"), "%s", err.msg);
     config_destroy(c);
 }
 
