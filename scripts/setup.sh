@@ -13,7 +13,7 @@ packages=(
   libsqlite3-dev sqlite3
   libargon2-dev libsodium-dev
   libpq-dev libhiredis-dev libnats-dev libcurl4-openssl-dev
-  libcriterion-dev
+  libcriterion-dev clang libclang-rt-14-dev
   postgresql postgresql-contrib redis-server redis-tools nats-server
   wrk curl procps
 )
