@@ -47,8 +47,8 @@ run: setup
 	./$(B)/pulse serve --demo
 
 test: setup
-	@$(MAKE) --no-print-directory -j$(JOBS) $(B)/asan/pulse $(B)/asan/unit-tests
-	@$(MAKE) --no-print-directory unit api
+	@$(MAKE) --no-print-directory -j$(JOBS) $(B)/asan/pulse $(B)/asan/unit-tests $(B)/asan/conformance-tests
+	@$(MAKE) --no-print-directory unit api test-conformance
 
 unit: $(B)/asan/unit-tests
 	ASAN_OPTIONS=detect_leaks=1 ./$(B)/asan/unit-tests --jobs 2
@@ -101,3 +101,19 @@ clean:
 	rm -rf $(B)
 
 -include $(shell find $(B) -name '*.d' 2>/dev/null)
+
+# ---- conformance: one suite per store kind, the same cases against every engine (tests/conformance).
+CONF_SRC := $(shell find tests/conformance -name '*.c' 2>/dev/null | sort)
+
+.PHONY: test-conformance
+$(B)/asan/conformance-tests: $(ASAN_OBJ) $(patsubst %.c,$(B)/asan/%.o,$(CONF_SRC))
+	$(CC) $(ASAN_CFLAGS) $(ASAN_LDFLAGS) -o $@ $^ $(LIBS) -lcriterion
+
+# Starts PostgreSQL, Redis and NATS (scripts/engines.sh) in a temporary directory, runs every case on
+# every engine, then the PostgreSQL restart cases alone (they restart the server), and stops the engines.
+test-conformance: $(B)/asan/conformance-tests
+	@dir=$$(mktemp -d /tmp/pulse-engines.XXXXXX); \
+	trap 'bash scripts/engines.sh stop "$$dir"; rm -rf "$$dir"' EXIT; \
+	bash scripts/engines.sh start "$$dir" && set -a && . "$$dir/engines.env" && set +a && \
+	ASAN_OPTIONS=detect_leaks=1 ./$(B)/asan/conformance-tests --jobs 2 && \
+	PULSE_TEST_PG_FAULTS=1 ASAN_OPTIONS=detect_leaks=1 ./$(B)/asan/conformance-tests --jobs 1 --filter 'sql_pg_fault/*'

@@ -610,8 +610,9 @@ static int x_open(const char *url, const sql_options *o, void **out, pl_error *e
     release(c);
     if (pthread_create(&db->reaper, NULL, reaper_main, db)) {
         pthread_mutex_lock(&db->lock);
-        close_list(take_idle(&db->primary));
+        pconn *idle = take_idle(&db->primary);
         pthread_mutex_unlock(&db->lock);
+        close_list(idle);
         db_free(db);
         return err_set(err, PL_EINTERNAL, NULL, "postgres: cannot start the pool reaper thread");
     }
