@@ -174,6 +174,8 @@ int cli_serve(const config *c)
         .idle_timeout_s = (unsigned)((config_int(c, "server", "idle_timeout") + 999) / 1000),
         .connection_limit = (unsigned)config_int(c, "server", "connection_limit"),
         .access_log = config_bool(c, "log", "access"),
+        .workers = (int)config_int(c, "server", "workers"),
+        .worker_queue = (int)config_int(c, "server", "worker_queue"),
     };
     http_server *srv;
     if ((rc = http_server_start(p.router, p.metrics, &o, &srv, &err))) {

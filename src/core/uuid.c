@@ -4,7 +4,7 @@
 
 #include <ctype.h>
 #include <pthread.h>
-#include <sodium.h>
+#include "core/rand.h"
 #include <stdio.h>
 #include <string.h>
 
@@ -15,7 +15,7 @@ static uint16_t uuid_seq;
 void uuid7_new(char out[UUID_STR_LEN])
 {
     unsigned char b[16];
-    randombytes_buf(b, sizeof b);
+    rand_bytes(b, sizeof b);
     int64_t ms = time_now_ms();
 
     pthread_mutex_lock(&uuid_lock);

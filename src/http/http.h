@@ -111,6 +111,15 @@ void http_json(http_res *res, int status, json_t *body);
 void http_text(http_res *res, int status, const char *content_type, const char *text, size_t len);
 void http_header_add(http_req *req, http_res *res, const char *name, const char *value);
 
+/* Runs fn(req, res, arg) on the server's worker pool instead of this HTTP
+ * thread, for work that blocks for long (password hashing): the connection
+ * is suspended meanwhile and the HTTP thread serves other connections. A
+ * handler returns what this returns; fn's return value is then treated as
+ * the handler's. The log context (request id, trace) is carried over. When
+ * the pool's queue is full, returns PL_EUNAVAILABLE with Retry-After: 1
+ * without running fn. `arg` must live until fn returns (use req->arena). */
+int http_offload(http_req *req, http_res *res, int (*fn)(http_req *req, http_res *res, void *arg), void *arg);
+
 /* Client address key for rate limits ("127.0.0.1"). */
 const char *http_client_ip(const http_req *req);
 

@@ -11,6 +11,7 @@
 #include "http/server.h"
 #include "core/json.h"
 #include "core/log.h"
+#include "core/rand.h"
 #include "core/timeutil.h"
 #include "core/uuid.h"
 #include "http/auth.h"
@@ -21,6 +22,7 @@
 #include <fcntl.h>
 #include <microhttpd.h>
 #include <netdb.h>
+#include <pthread.h>
 #include <sodium.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -31,8 +33,28 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+typedef struct reqctx reqctx;
+
+/* The offload pool: a bounded FIFO of suspended requests and its threads. */
+typedef struct job {
+    reqctx *rc;
+    int (*fn)(http_req *, http_res *, void *);
+    void *arg;
+} job;
+
+typedef struct offload_pool {
+    pthread_mutex_t lock;
+    pthread_cond_t ready;
+    job *q;
+    size_t cap, head, len;
+    bool stop;
+    pthread_t *threads;
+    int nthreads;
+} offload_pool;
+
 struct http_server {
     struct MHD_Daemon *d;
+    offload_pool pool;
     router *router;
     metrics *metrics;
     http_server_opts o;
@@ -40,8 +62,8 @@ struct http_server {
     atomic_int inflight;
 };
 
-typedef struct reqctx {
-    http_req req;
+struct reqctx {
+    http_req req; /* first: http_offload finds the context from the request */
     http_res res;
     http_server *srv;
     int64_t start_ns;
@@ -54,7 +76,10 @@ typedef struct reqctx {
     char *body;      /* malloc'd, grows */
     size_t body_cap;
     char client_ip[INET6_ADDRSTRLEN];
-} reqctx;
+    bool offloaded;  /* suspended while a pool thread runs the rest of the handler */
+    bool async_done; /* the pool thread finished: respond on MHD's next call */
+    int async_rc;
+};
 
 /* ---- request helpers (http.h) -------------------------------------------- */
 
@@ -168,7 +193,7 @@ static bool is_lower_hex(const char *s, size_t n)
 static void hex_random(char *out, size_t nbytes)
 {
     unsigned char b[16];
-    randombytes_buf(b, nbytes);
+    rand_bytes(b, nbytes);
     sodium_bin2hex(out, nbytes * 2 + 1, b, nbytes);
 }
 
@@ -314,6 +339,8 @@ static int authenticate(reqctx *rc)
     return 0;
 }
 
+static enum MHD_Result finish(reqctx *rc, int rcode);
+
 static enum MHD_Result dispatch(reqctx *rc, const char *url)
 {
     http_req *req = &rc->req;
@@ -340,6 +367,15 @@ static enum MHD_Result dispatch(reqctx *rc, const char *url)
         rc->res.status = 200;
         rcode = m.route->handler(req, &rc->res);
     }
+    if (rc->offloaded)
+        return MHD_YES; /* suspended: a pool thread resumes the connection */
+    return finish(rc, rcode);
+}
+
+/* Renders the handler's outcome: an error code, or the response it filled. */
+static enum MHD_Result finish(reqctx *rc, int rcode)
+{
+    http_req *req = &rc->req;
     if (rcode < 0) {
         if (err_http_status(rcode) >= 500)
             log_with(LOG_ERROR, "request failed", LF_STR("error", err_name(rcode)),
@@ -440,6 +476,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     }
     if (rc->responded)
         return MHD_YES;
+    if (rc->offloaded) {
+        if (!rc->async_done)
+            return MHD_YES; /* not resumed by the pool yet */
+        rc->offloaded = false;
+        return finish(rc, rc->async_rc);
+    }
     if (rc->rejected == PL_ETOOLARGE)
         return send_error(rc, PL_ETOOLARGE, "the body exceeds the limit of %zu bytes", srv->o.body_limit);
     if (!rc->req.body)
@@ -487,6 +529,92 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
     log_with(LOG_WARN, "http", LF_STR("detail", msg));
 }
 
+/* ---- the offload pool ------------------------------------------------------ */
+
+static void *pool_main(void *arg)
+{
+    http_server *s = arg;
+    offload_pool *p = &s->pool;
+    for (;;) {
+        pthread_mutex_lock(&p->lock);
+        while (!p->len && !p->stop)
+            pthread_cond_wait(&p->ready, &p->lock);
+        if (!p->len) { /* stopping and drained */
+            pthread_mutex_unlock(&p->lock);
+            return NULL;
+        }
+        job j = p->q[p->head];
+        p->head = (p->head + 1) % p->cap;
+        p->len--;
+        pthread_mutex_unlock(&p->lock);
+
+        reqctx *rc = j.rc;
+        log_ctx_set(rc->req.request_id, rc->req.trace_id);
+        log_ctx_traceparent(rc->req.traceparent);
+        rc->async_rc = j.fn(&rc->req, &rc->res, j.arg);
+        log_ctx_clear();
+        rc->async_done = true;
+        /* MHD calls the access handler again for this connection on its own
+         * thread; the lock inside MHD_resume_connection publishes the writes
+         * above to that thread. */
+        MHD_resume_connection(rc->req.conn);
+    }
+}
+
+int http_offload(http_req *req, http_res *res, int (*fn)(http_req *, http_res *, void *), void *arg)
+{
+    reqctx *rc = (reqctx *)req;
+    offload_pool *p = &rc->srv->pool;
+    pthread_mutex_lock(&p->lock);
+    bool full = p->len == p->cap || p->stop;
+    if (!full) {
+        /* Suspend before the job is visible, so its resume cannot come first. */
+        MHD_suspend_connection(req->conn);
+        rc->offloaded = true;
+        p->q[(p->head + p->len) % p->cap] = (job){rc, fn, arg};
+        p->len++;
+        pthread_cond_signal(&p->ready);
+    }
+    pthread_mutex_unlock(&p->lock);
+    if (full) {
+        http_header_add(req, res, "Retry-After", "1");
+        return http_fail(req, PL_EUNAVAILABLE, NULL, "the server is busy; retry in a second");
+    }
+    return 0;
+}
+
+static void pool_start(http_server *s, int threads, int queue)
+{
+    offload_pool *p = &s->pool;
+    pthread_mutex_init(&p->lock, NULL);
+    pthread_cond_init(&p->ready, NULL);
+    p->cap = (size_t)(queue > 0 ? queue : 256);
+    p->q = calloc(p->cap, sizeof *p->q);
+    p->nthreads = threads > 0 ? threads : 2;
+    p->threads = calloc((size_t)p->nthreads, sizeof *p->threads);
+    if (!p->q || !p->threads)
+        abort();
+    for (int i = 0; i < p->nthreads; i++)
+        if (pthread_create(&p->threads[i], NULL, pool_main, s))
+            abort();
+}
+
+/* Runs what is queued, then ends the threads. */
+static void pool_stop(http_server *s)
+{
+    offload_pool *p = &s->pool;
+    pthread_mutex_lock(&p->lock);
+    p->stop = true;
+    pthread_cond_broadcast(&p->ready);
+    pthread_mutex_unlock(&p->lock);
+    for (int i = 0; i < p->nthreads; i++)
+        pthread_join(p->threads[i], NULL);
+    free(p->threads);
+    free(p->q);
+    pthread_mutex_destroy(&p->lock);
+    pthread_cond_destroy(&p->ready);
+}
+
 static int resolve(const char *host, int port, struct sockaddr_storage *ss, pl_error *err)
 {
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
@@ -519,9 +647,11 @@ int http_server_start(router *r, metrics *m, const http_server_opts *o, http_ser
      * header_limit, not by running out of pool. */
     size_t pool = 3 * o->header_limit + 32768;
     unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG | MHD_ALLOW_UPGRADE |
+                     MHD_ALLOW_SUSPEND_RESUME |
                      MHD_USE_TURBO;
     if (ss.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
+    pool_start(s, o->workers, o->worker_queue);
     s->d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, s,
                             MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
                             MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
@@ -533,6 +663,7 @@ int http_server_start(router *r, metrics *m, const http_server_opts *o, http_ser
                             MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u,
                             MHD_OPTION_END);
     if (!s->d) {
+        pool_stop(s);
         free(s);
         return err_set(err, PL_EIO, "listen", "cannot listen on %s:%d (in use, or not an address of this host)",
                        o->host, o->port);
@@ -593,6 +724,9 @@ int http_server_stop(http_server *s, unsigned timeout_ms)
         usleep(2000);
     }
     int left = atomic_load(&s->inflight);
+    /* Suspended connections must be resumed before MHD stops: the pool runs
+     * what it holds and resumes each one before its threads end. */
+    pool_stop(s);
     MHD_stop_daemon(s->d);
     free(s);
     return left;

@@ -28,6 +28,8 @@ typedef struct http_server_opts {
     unsigned idle_timeout_s;
     unsigned connection_limit;
     bool access_log;
+    int workers;            /* threads of the offload pool (http_offload) */
+    int worker_queue;       /* offloaded requests waiting at most; beyond: 503 */
 } http_server_opts;
 
 /* Binds and starts serving. The router and metrics are borrowed and must

@@ -49,6 +49,12 @@ static int store_fail(http_req *req, int rc, const pl_error *err)
     return http_fail(req, rc, NULL, "%s", err->msg[0] ? err->msg : err_message(rc));
 }
 
+typedef struct registration {
+    char *email, *username, *password, *display;
+} registration;
+
+static int register_finish(http_req *req, http_res *res, void *arg);
+
 int identity_register(http_req *req, http_res *res)
 {
     identity *id = ((service_ctx *)req->ctx)->state;
@@ -73,13 +79,27 @@ int identity_register(http_req *req, http_res *res)
         jv_fail(&v, "display_name", why);
     if (!jv_ok(&v))
         return body_fail(req, &v, body);
+    registration *r = arena_alloc(req->arena, sizeof *r);
+    r->email = arena_strdup(req->arena, email);
+    r->username = arena_strdup(req->arena, username);
+    r->password = arena_strdup(req->arena, password);
+    r->display = arena_strdup(req->arena, display);
+    jv_free(&v);
+    json_decref(body);
+    /* hashing takes tens of milliseconds: not on an HTTP thread */
+    return http_offload(req, res, register_finish, r);
+}
 
+static int register_finish(http_req *req, http_res *res, void *arg)
+{
+    identity *id = ((service_ctx *)req->ctx)->state;
+    registration *r = arg;
     user u;
     json_t *fields = NULL;
     pl_error err = {0};
-    rc = identity_create_user(id, req->arena, email, username, password, display, "student", &u, &fields, &err);
-    jv_free(&v);
-    json_decref(body);
+    int rc = identity_create_user(id, req->arena, r->email, r->username, r->password, r->display, "student", &u,
+                                  &fields, &err);
+    sodium_memzero(r->password, strlen(r->password));
     if (rc == PL_ECONFLICT)
         return http_fail(req, rc, fields, "an account with this email or username already exists");
     json_decref(fields);
@@ -96,9 +116,14 @@ static int too_many(http_req *req, http_res *res, int64_t wait)
     return http_fail(req, PL_ERATELIMIT, NULL, "too many failed logins; retry in %lld seconds", (long long)wait);
 }
 
+typedef struct credentials {
+    char *login, *password;
+} credentials;
+
+static int login_finish(http_req *req, http_res *res, void *arg);
+
 int identity_login(http_req *req, http_res *res)
 {
-    identity *id = ((service_ctx *)req->ctx)->state;
     static const char *const allowed[] = {"login", "password", NULL};
     json_t *body;
     jv v;
@@ -109,13 +134,23 @@ int identity_login(http_req *req, http_res *res)
     const char *password = jv_str(&v, "password", true, 1, IDENTITY_PASSWORD_MAX);
     if (!jv_ok(&v))
         return body_fail(req, &v, body);
-    char *login = arena_strdup(req->arena, login_in);
-    char *pw = arena_strdup(req->arena, password);
+    credentials *c = arena_alloc(req->arena, sizeof *c);
+    c->login = arena_strdup(req->arena, login_in);
+    c->password = arena_strdup(req->arena, password);
     jv_free(&v);
     json_decref(body);
-    identity_lower(login);
+    identity_lower(c->login);
+    /* verifying takes tens of milliseconds: not on an HTTP thread */
+    return http_offload(req, res, login_finish, c);
+}
 
+static int login_finish(http_req *req, http_res *res, void *arg)
+{
+    identity *id = ((service_ctx *)req->ctx)->state;
+    credentials *c = arg;
+    const char *login = c->login, *pw = c->password;
     pl_error err = {0};
+    int rc;
     sql_tx *tx;
     user u;
     if ((rc = sql_begin(id->ctx->sql, SQL_TX_READ, &tx, &err)))
@@ -139,7 +174,8 @@ int identity_login(http_req *req, http_res *res)
     if (wait || wait_ip)
         return too_many(req, res, wait > wait_ip ? wait : wait_ip);
     /* Verify against a dummy hash when nobody matched, so timing does not tell. */
-    bool ok = identity_verify_password(rc == 1 ? u.password_hash : id->dummy_hash, pw) && rc == 1;
+    bool ok = identity_verify_password(rc == 1 ? u.password_hash : identity_dummy_hash(id), pw) && rc == 1;
+    sodium_memzero(c->password, strlen(c->password));
     if (!ok) {
         limiter_fail(id->limits, acct_key, id->login_window_ms, now);
         limiter_fail(id->limits, ip_key, id->login_window_ms, now);

@@ -41,6 +41,23 @@ bool identity_verify_password(const char *encoded, const char *password)
     return argon2id_verify(encoded, password, strlen(password)) == ARGON2_OK;
 }
 
+const char *identity_dummy_hash(identity *id)
+{
+    /* Made on first use, not at start: one hash costs as much as the rest of
+     * the start-up together. */
+    pthread_mutex_lock(&id->dummy_lock);
+    if (!id->dummy_hash[0]) {
+        char pw[33];
+        unsigned char raw[16];
+        randombytes_buf(raw, sizeof raw);
+        sodium_bin2hex(pw, sizeof pw, raw, sizeof raw);
+        if (identity_hash_password(id, pw, id->dummy_hash, sizeof id->dummy_hash))
+            id->dummy_hash[0] = '\0';
+    }
+    pthread_mutex_unlock(&id->dummy_lock);
+    return id->dummy_hash;
+}
+
 int identity_create_user(identity *id, arena *a, const char *email, const char *username, const char *password,
                          const char *display_name, const char *role, user *out, json_t **fields, pl_error *err)
 {
@@ -147,12 +164,17 @@ static int identity_start(service_ctx *ctx, pl_error *err)
         return err_set(err, PL_ECONFIG, "argon2_m_cost", "service.identity.argon2_m_cost must be at least %u KiB",
                        need);
     }
-    id->limits = limiter_create(1 << 16);
-    if (identity_hash_password(id, "pulse-dummy-password-1", id->dummy_hash, sizeof id->dummy_hash)) {
-        limiter_destroy(id->limits);
+    /* Check the parameters now (cheaply: a tiny hash fails the same way a big one would). */
+    char probe[256];
+    identity cheap = *id;
+    cheap.m_cost_kib = 8 * id->parallelism;
+    cheap.t_cost = 1;
+    if (identity_hash_password(&cheap, "probe-password-1", probe, sizeof probe)) {
         free(id);
         return err_set(err, PL_ECONFIG, "argon2", "argon2id cannot run with the configured parameters");
     }
+    pthread_mutex_init(&id->dummy_lock, NULL);
+    id->limits = limiter_create(1 << 16);
     ctx->state = id;
     auth_set_verifier(verify_token, id);
     return 0;
@@ -162,8 +184,10 @@ static void identity_stop(service_ctx *ctx)
 {
     identity *id = ctx->state;
     auth_set_verifier(NULL, NULL);
-    if (id)
+    if (id) {
         limiter_destroy(id->limits);
+        pthread_mutex_destroy(&id->dummy_lock);
+    }
     free(id);
     ctx->state = NULL;
 }

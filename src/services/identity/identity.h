@@ -10,6 +10,7 @@
 #include "services/service.h"
 
 #include <jansson.h>
+#include <pthread.h>
 
 typedef struct identity {
     service_ctx *ctx;
@@ -18,7 +19,8 @@ typedef struct identity {
     int max_fail_account, max_fail_ip;
     size_t password_min;
     limiter *limits;
-    char dummy_hash[256]; /* verified against when the login names nobody */
+    pthread_mutex_t dummy_lock;
+    char dummy_hash[256]; /* verified against when the login names nobody; made on first use */
 } identity;
 
 typedef struct user {
@@ -46,6 +48,8 @@ int sessions_revoke(sql_tx *tx, const char *session_id, int64_t now_ms, pl_error
 /* ---- identity.c ---- */
 int identity_hash_password(const identity *id, const char *password, char *out, size_t size);
 bool identity_verify_password(const char *encoded, const char *password);
+/* A hash of a random password with the current parameters, made once. */
+const char *identity_dummy_hash(identity *id);
 /* Creates a user (hashing the password) or fails with field errors. */
 int identity_create_user(identity *id, arena *a, const char *email, const char *username, const char *password,
                          const char *display_name, const char *role, user *out, json_t **fields, pl_error *err);
