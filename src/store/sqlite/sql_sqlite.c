@@ -27,11 +27,24 @@ typedef struct cached {
     bool busy; /* handed out as an open rows cursor */
 } cached;
 
+enum { TXS_BEGIN, TXS_BEGIN_IMMEDIATE, TXS_COMMIT, TXS_ROLLBACK, TXS_N };
+static const char *const tx_sql[TXS_N] = {"BEGIN", "BEGIN IMMEDIATE", "COMMIT", "ROLLBACK"};
+
 typedef struct conn {
     sqlite3 *h;
+    sqlite3_stmt *tx[TXS_N]; /* prepared once: sqlite3_exec would parse them on every request */
     cached cache[STMT_CACHE];
     struct conn *next_idle;
 } conn;
+
+/* Runs one of the transaction statements; returns an SQLite result code. */
+static int tx_step(conn *c, int which)
+{
+    sqlite3_stmt *st = c->tx[which];
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
 
 typedef struct sdb {
     char path[PATH_MAX];
@@ -123,9 +136,13 @@ static int conn_open(sdb *db, conn **out, pl_error *err)
                       "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;"
                       " PRAGMA temp_store=MEMORY; PRAGMA cache_size=-8000;",
                       NULL, NULL, &emsg);
+    for (int i = 0; i < TXS_N && !rc; i++)
+        rc = sqlite3_prepare_v3(c->h, tx_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &c->tx[i], NULL);
     if (rc) {
-        err_set(err, PL_EIO, NULL, "sqlite setup of %s: %s", db->path, emsg ? emsg : "?");
+        err_set(err, PL_EIO, NULL, "sqlite setup of %s: %s", db->path, emsg ? emsg : sqlite3_errmsg(c->h));
         sqlite3_free(emsg);
+        for (int i = 0; i < TXS_N; i++)
+            sqlite3_finalize(c->tx[i]);
         sqlite3_close(c->h);
         free(c);
         return PL_EIO;
@@ -136,6 +153,8 @@ static int conn_open(sdb *db, conn **out, pl_error *err)
 
 static void conn_close(conn *c)
 {
+    for (int i = 0; i < TXS_N; i++)
+        sqlite3_finalize(c->tx[i]);
     for (int i = 0; i < STMT_CACHE; i++) {
         sqlite3_finalize(c->cache[i].stmt);
         free(c->cache[i].sql);
@@ -255,7 +274,7 @@ static int x_begin(void *h, int flags, void **out, pl_error *err)
         free(tx);
         return rc;
     }
-    rc = sqlite3_exec(tx->c->h, tx->write ? "BEGIN IMMEDIATE" : "BEGIN", NULL, NULL, NULL);
+    rc = tx_step(tx->c, tx->write ? TXS_BEGIN_IMMEDIATE : TXS_BEGIN);
     if (rc) {
         rc = map_rc(tx->c->h, rc, err, "begin");
         if (tx->write)
@@ -280,14 +299,14 @@ static void x_rollback(void *h)
 {
     stx *tx = h;
     if (!sqlite3_get_autocommit(tx->c->h))
-        sqlite3_exec(tx->c->h, "ROLLBACK", NULL, NULL, NULL);
+        tx_step(tx->c, TXS_ROLLBACK);
     tx_end(tx);
 }
 
 static int x_commit(void *h, pl_error *err)
 {
     stx *tx = h;
-    int rc = sqlite3_exec(tx->c->h, "COMMIT", NULL, NULL, NULL);
+    int rc = tx_step(tx->c, TXS_COMMIT);
     if (rc) {
         rc = map_rc(tx->c->h, rc, err, "commit");
         x_rollback(tx);
