@@ -117,3 +117,36 @@ test-conformance: $(B)/asan/conformance-tests
 	bash scripts/engines.sh start "$$dir" && set -a && . "$$dir/engines.env" && set +a && \
 	ASAN_OPTIONS=detect_leaks=1 ./$(B)/asan/conformance-tests --jobs 2 && \
 	PULSE_TEST_PG_FAULTS=1 ASAN_OPTIONS=detect_leaks=1 ./$(B)/asan/conformance-tests --jobs 1 --filter 'sql_pg_fault/*'
+
+# ---- fuzz: libFuzzer drivers for the parsers (tests/fuzz; see tests/README.md).
+# Not part of `make test`. Each target runs FUZZ_RUNS inputs from its seed
+# corpus tests/fuzz/corpus/<target>; what it learns goes to $(B)/fuzz/corpus,
+# crashes to $(B)/fuzz/crashes. `make fuzz FUZZ_TARGETS=json FUZZ_RUNS=1000000`.
+FUZZ_CC      ?= clang
+FUZZ_RUNS    ?= 200000
+FUZZ_TARGETS ?= $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/*.c))
+FUZZ_FLAGS   ?=
+FUZZ_SRC     := src/core/arena.c src/core/config.c src/core/err.c src/core/json.c src/core/log.c \
+                src/core/timeutil.c src/core/uuid.c src/http/router.c
+FUZZ_CFLAGS  := -std=gnu11 -g -O1 -fno-omit-frame-pointer -Wall -Wextra -Wno-unused-parameter -Werror \
+                -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
+
+.PHONY: fuzz fuzz-build
+fuzz-build: $(addprefix $(B)/fuzz/,$(FUZZ_TARGETS))
+
+fuzz: fuzz-build
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	    mkdir -p $(B)/fuzz/corpus/$$t $(B)/fuzz/crashes; \
+	    dict=; [ -f tests/fuzz/$$t.dict ] && dict=-dict=tests/fuzz/$$t.dict; \
+	    if ./$(B)/fuzz/$$t -runs=$(FUZZ_RUNS) -print_final_stats=1 -artifact_prefix=$(B)/fuzz/crashes/$$t- \
+	        $$dict $(FUZZ_FLAGS) $(B)/fuzz/corpus/$$t tests/fuzz/corpus/$$t > $(B)/fuzz/$$t.log 2>&1; then \
+	        echo "fuzz: $$t ok, $$(grep -h -o 'number_of_executed_units: *[0-9]*' $(B)/fuzz/$$t.log | grep -o '[0-9]*') runs," \
+	            "$$(grep -o 'cov: [0-9]*' $(B)/fuzz/$$t.log | tail -1)"; \
+	    else \
+	        tail -n 40 $(B)/fuzz/$$t.log; echo "fuzz: $$t FAILED (log $(B)/fuzz/$$t.log, input in $(B)/fuzz/crashes)"; exit 1; \
+	    fi; \
+	done
+
+$(B)/fuzz/%: tests/fuzz/%.c $(FUZZ_SRC)
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(CPPFLAGS) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_SRC) $(LIBS)
