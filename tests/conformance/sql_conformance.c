@@ -151,8 +151,11 @@ static void exec_ok(sql_tx *tx, const char *sql, const sql_arg *args, size_t n)
 /* Runs one statement in its own write transaction; returns its result code. */
 static int exec1(sql_db *db, const char *sql, const sql_arg *args, size_t n, pl_error *err)
 {
-    sql_tx *tx = begin(db, SQL_TX_WRITE);
-    int rc = sql_exec(tx, sql, args, n, NULL, err);
+    sql_tx *tx = NULL;
+    int rc = sql_begin(db, SQL_TX_WRITE, &tx, err);
+    if (rc)
+        return rc;
+    rc = sql_exec(tx, sql, args, n, NULL, err);
     if (rc) {
         sql_rollback(tx);
         return rc;
@@ -816,12 +819,22 @@ Test(sql_pg_only, read_replica_routing, .fini = fx_close, .timeout = 60)
     sql_close(fx.db);
     fx.db = NULL;
 
-    /* A replica that is down: reads fall back to the primary. */
-    pg_open("replica_down", &(sql_options){.replica_url = "postgres://pulse@127.0.0.1:1/none", .connect_timeout_ms = 500});
-    tx = begin(fx.db, SQL_TX_READ);
-    cr_assert_eq(sql_one(tx, "SELECT current_setting('application_name')", SQL_NOARGS, str_row, app, &err), 1);
-    cr_assert_neq(strcmp(app, "replica"), 0);
-    sql_rollback(tx);
+    /* A replica that is down (refusing, or not answering at all): reads fall back to the primary,
+     * and after one failure they stop waiting for the replica. */
+    const char *down[] = {"postgres://pulse@127.0.0.1:1/none", "postgres://pulse@10.255.255.1:5432/none"};
+    for (int i = 0; i < 2; i++) {
+        pg_open(i ? "replica_mute" : "replica_down", &(sql_options){.replica_url = down[i], .connect_timeout_ms = 500});
+        for (int k = 0; k < 3; k++) {
+            int64_t t0 = now_ms();
+            tx = begin(fx.db, SQL_TX_READ);
+            cr_assert_eq(sql_one(tx, "SELECT current_setting('application_name')", SQL_NOARGS, str_row, app, &err), 1);
+            cr_assert_neq(strcmp(app, "replica"), 0);
+            sql_rollback(tx);
+            if (k > 0)
+                cr_assert_lt(now_ms() - t0, 300, "read %d did not wait for the dead replica", k);
+        }
+        fx_close();
+    }
 }
 
 Test(sql_pg_only, bad_urls, .timeout = 60)

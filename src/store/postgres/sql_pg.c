@@ -37,6 +37,7 @@ enum {
 
 #define STMT_SLOTS 256 /* prepared statements per connection (open addressing) */
 #define STMT_PROBE 8
+#define REPLICA_BACKOFF_MS 5000 /* reads skip a replica that just failed for this long */
 
 typedef struct stmt {
     char *sql;    /* NULL: free slot */
@@ -72,6 +73,7 @@ typedef struct pool {
 typedef struct pgdb {
     pool primary, replica;
     bool has_replica;
+    int64_t replica_retry_at; /* monotonic ms; before it, reads go straight to the primary */
     char *service;
     char *schema;         /* quoted identifier */
     char *app_name;
@@ -653,9 +655,18 @@ static int x_begin(void *h, int flags, void **out, pl_error *err)
     bool write = flags & SQL_TX_WRITE;
     pconn *c = NULL;
     int rc = -1;
-    /* Reads go to the replica when there is one, and to the primary when it is down. */
-    if (!write && db->has_replica)
-        rc = acquire_with(&db->replica, "BEGIN READ ONLY", &c, NULL);
+    /* Reads go to the replica when there is one, and to the primary when it is down; a replica
+     * that failed is left alone for a while, so that reads do not each wait for it. */
+    if (!write && db->has_replica) {
+        pthread_mutex_lock(&db->lock);
+        bool try_replica = mono_ms() >= db->replica_retry_at;
+        pthread_mutex_unlock(&db->lock);
+        if (try_replica && (rc = acquire_with(&db->replica, "BEGIN READ ONLY", &c, NULL)) == PL_EUNAVAILABLE) {
+            pthread_mutex_lock(&db->lock);
+            db->replica_retry_at = mono_ms() + REPLICA_BACKOFF_MS;
+            pthread_mutex_unlock(&db->lock);
+        }
+    }
     if (rc)
         rc = acquire_with(&db->primary, write ? "BEGIN" : "BEGIN READ ONLY", &c, err);
     if (rc)
