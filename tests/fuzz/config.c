@@ -32,6 +32,8 @@ static const config_key fuzz_keys[] = {
 
 static char path[64];
 
+static void remove_file(void) { unlink(path); }
+
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc;
@@ -42,6 +44,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     if (fd < 0)
         abort();
     close(fd);
+    atexit(remove_file);
     return 0;
 }
 
