@@ -432,7 +432,8 @@ static void release(pconn *c)
     pgdb *db = p->db;
     bool keep = PQstatus(c->pg) == CONNECTION_OK && PQtransactionStatus(c->pg) == PQTRANS_IDLE;
     pthread_mutex_lock(&db->lock);
-    if (keep && !db->closing) {
+    keep = keep && !db->closing;
+    if (keep) {
         c->idle_since = mono_ms();
         c->next = p->idle;
         p->idle = c;
@@ -441,7 +442,7 @@ static void release(pconn *c)
     }
     pthread_cond_signal(&p->freed);
     pthread_mutex_unlock(&db->lock);
-    if (!keep || db->closing)
+    if (!keep)
         conn_close(c);
 }
 
