@@ -8,10 +8,18 @@
 // broken test never leaks a server or a directory.
 //
 // The binary comes from PULSE_TEST_BIN (`make api` passes the ASan build).
+//
+// Profiles: by default every store and the bus are embedded (files in the
+// data directory). With PULSE_TEST_PROFILE=distributed and
+// PULSE_TEST_ENGINES_ENV=<engines.env written by scripts/engines.sh>, the
+// servers run on PostgreSQL, Redis and NATS instead (`make api-distributed`);
+// each data directory gets its own server.namespace, so servers sharing the
+// engines never see each other's schemas, keys or streams, and a restart on
+// the same data directory finds its data again.
 
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
@@ -56,13 +64,37 @@ export async function removeTempDir(dir) {
     tempDirs.delete(dir);
 }
 
+export const PROFILE = process.env.PULSE_TEST_PROFILE || 'embedded';
+
+// The engines of the distributed profile: PULSE_DEFAULTS_SQL, _KV, _DOC and
+// PULSE_BUS_URL from the engines.env that scripts/engines.sh wrote.
+function engineEnv() {
+    if (PROFILE !== 'distributed') return {};
+    const file = process.env.PULSE_TEST_ENGINES_ENV;
+    if (!file) throw new Error('PULSE_TEST_PROFILE=distributed needs PULSE_TEST_ENGINES_ENV (scripts/engines.sh writes it)');
+    const env = {};
+    for (const line of fs.readFileSync(file, 'utf8').split('\n')) {
+        const m = /^(?:export\s+)?(PULSE_(?:DEFAULTS_[A-Z]+|BUS_URL))=(.*)$/.exec(line.trim());
+        if (m) env[m[1]] = m[2].replace(/^['"]|['"]$/g, '');
+    }
+    return env;
+}
+
+// The profile's settings for a server on dataDir (empty when embedded).
+export function profileEnv(dataDir) {
+    if (PROFILE !== 'distributed') return {};
+    const ns = 't' + createHash('sha256').update(path.resolve(dataDir)).digest('hex').slice(0, 12);
+    return { ...engineEnv(), PULSE_SERVER_NAMESPACE: ns };
+}
+
 // The environment of a child: ours without PULSE_* (a developer's settings
-// must not leak into a test), plus cheap argon2 and the caller's additions.
-function childEnv(extra) {
+// must not leak into a test), plus cheap argon2, the profile's engines for
+// dataDir (when given) and the caller's additions.
+function childEnv(extra, dataDir) {
     const env = {};
     for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('PULSE_')) env[k] = v;
     env.UBSAN_OPTIONS ??= 'print_stacktrace=1';
-    return { ...env, ...CHEAP_ARGON2, ...extra };
+    return { ...env, ...CHEAP_ARGON2, ...(dataDir ? profileEnv(dataDir) : {}), ...extra };
 }
 
 function binMissing() {
@@ -97,7 +129,7 @@ export class Server {
     start(timeoutMs = 20000) {
         if (!fs.existsSync(BIN)) return Promise.reject(binMissing());
         const args = ['serve', '--listen', '127.0.0.1:0', '--data', this.dataDir, ...this.args];
-        const child = spawn(BIN, args, { env: childEnv(this.env), stdio: ['ignore', 'pipe', 'pipe'] });
+        const child = spawn(BIN, args, { env: childEnv(this.env, this.dataDir), stdio: ['ignore', 'pipe', 'pipe'] });
         this.child = child;
         live.add(child);
         this.exited = new Promise((resolve) => {
@@ -281,8 +313,10 @@ export async function startServer({ dataDir, env = {}, args = [] } = {}) {
 // returns {code, signal, stdout, stderr}. Killed by PID after timeoutMs.
 export function runPulse(args, { env = {}, timeoutMs = 20000 } = {}) {
     if (!fs.existsSync(BIN)) return Promise.reject(binMissing());
+    const d = args.indexOf('--data'); // CLI commands on a server's data use its engines too
+    const dataDir = d >= 0 ? args[d + 1] : undefined;
     return new Promise((resolve, reject) => {
-        const child = spawn(BIN, args, { env: childEnv(env), stdio: ['ignore', 'pipe', 'pipe'] });
+        const child = spawn(BIN, args, { env: childEnv(env, dataDir), stdio: ['ignore', 'pipe', 'pipe'] });
         live.add(child);
         let stdout = '';
         let stderr = '';
