@@ -63,6 +63,8 @@ typedef struct bus_options {
     int partitions;             /* per group; default 4 */
     int64_t retention_age_ms;   /* default 7 days */
     int64_t retention_max;      /* events kept at most; default 10,000,000 */
+    const char *ns;             /* server.namespace: engines shared by several deployments keep
+                                 * them apart with it (stream and subject prefixes); "" none */
 } bus_options;
 
 typedef struct bus_sub_options {

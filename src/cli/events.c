@@ -29,6 +29,7 @@ static int open_bus(const config *c, bus **b)
         .partitions = (int)config_int(c, "bus", "partitions"),
         .retention_age_ms = config_int(c, "bus", "retention_age"),
         .retention_max = config_int(c, "bus", "retention_max"),
+        .ns = config_str(c, "server", "namespace"),
     };
     pl_error err = {0};
     if (bus_open(config_str(c, "bus", "url"), &o, b, &err)) {

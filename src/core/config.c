@@ -25,6 +25,8 @@ const config_key config_platform_keys[] = {
     {"server", "connection_limit", CFG_INT, "10000", 1, 1000000, "concurrent connections accepted"},
     {"server", "shutdown_timeout", CFG_DURATION, "10s", 0, 600000, "how long a graceful stop waits for in-flight requests"},
     {"server", "demo", CFG_BOOL, "false", 0, 0, "seed demo data into empty stores at start"},
+    {"server", "namespace", CFG_STRING, "", 0, 0,
+     "prefix of every schema, key and stream on shared engines ([a-z0-9_], up to 24): deployments apart"},
     {"log", "level", CFG_LEVEL, "info", 0, 0, "debug, info, warn, error or off"},
     {"log", "access", CFG_BOOL, "true", 0, 0, "one log line per HTTP request"},
     {"bus", "url", CFG_URL, "", 0, 0, "event bus engine; empty: the embedded log in the data directory"},

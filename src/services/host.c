@@ -2,6 +2,9 @@
 #include "services/host.h"
 #include "bus/outbox.h"
 #include "core/log.h"
+#include "http/auth.h"
+#include "services/sessions.h"
+#include "store/cache.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +23,7 @@ struct host {
     consumer *consumers[MAX_CONSUMERS];
     size_t n, nconsumers;
     consumer_opts copts;
+    sessions *sessions; /* for authentication when identity is not hosted here */
     char names[512];
 };
 
@@ -86,12 +90,22 @@ static int select_services(host *h, const char *list, pl_error *err)
 
 static int open_stores(host *h, service_ctx *c, pl_error *err)
 {
+    if (c->def->stores & SERVICE_USES_KV) {
+        char name[96];
+        service_store_name(h->cfg, c->def->name, name, sizeof name);
+        kv_options ko = {.data_dir = c->data_dir, .service = name};
+        int rc = kv_open(config_store_url(h->cfg, c->def->name, "kv"), &ko, &c->kv, err);
+        if (rc)
+            return rc;
+    }
     if (!(c->def->stores & SERVICE_USES_SQL))
         return 0;
     const char *url = config_store_url(h->cfg, c->def->name, "sql");
+    char name[96];
+    service_store_name(h->cfg, c->def->name, name, sizeof name);
     sql_options o = {
         .data_dir = c->data_dir,
-        .service = c->def->name,
+        .service = name,
     };
     int rc = sql_open(url, &o, &c->sql, err);
     if (rc)
@@ -116,6 +130,11 @@ int host_open(const config *cfg, const char *services, host **out, pl_error *err
     if (!h)
         abort();
     h->cfg = cfg;
+    const char *ns = config_str(cfg, "server", "namespace");
+    if (strlen(ns) > 24 || strspn(ns, "abcdefghijklmnopqrstuvwxyz0123456789_") != strlen(ns)) {
+        free(h);
+        return err_set(err, PL_ECONFIG, "namespace", "server.namespace must be up to 24 of [a-z0-9_], got \"%s\"", ns);
+    }
     h->copts = (consumer_opts){
         .batch = (int)config_int(cfg, "bus", "batch"),
         .max_deliver = (int)config_int(cfg, "bus", "max_deliver"),
@@ -128,6 +147,7 @@ int host_open(const config *cfg, const char *services, host **out, pl_error *err
         .partitions = (int)config_int(cfg, "bus", "partitions"),
         .retention_age_ms = config_int(cfg, "bus", "retention_age"),
         .retention_max = config_int(cfg, "bus", "retention_max"),
+        .ns = config_str(cfg, "server", "namespace"),
     };
     int rc = bus_open(config_str(cfg, "bus", "url"), &bo, &h->bus, err);
     if (rc) {
@@ -143,6 +163,20 @@ int host_open(const config *cfg, const char *services, host **out, pl_error *err
     }
     *out = h;
     return 0;
+}
+
+/* A process that does not host identity still authenticates: from the
+ * sessions identity writes to its kv (shared through Redis, or the embedded
+ * file on this machine). */
+static int auth_fallback(host *h, pl_error *err)
+{
+    for (size_t i = 0; i < h->n; i++)
+        if (strcmp(h->ctx[i].def->name, "identity") == 0)
+            return 0;
+    int rc = sessions_open(h->cfg, &h->sessions, err);
+    if (!rc)
+        auth_set_verifier(sessions_auth_verifier, h->sessions);
+    return rc;
 }
 
 int host_start(host *h, router *r, bool background, pl_error *err)
@@ -173,7 +207,7 @@ int host_start(host *h, router *r, bool background, pl_error *err)
                                c->def->routes[k].method, c->def->routes[k].pattern);
         }
     }
-    return 0;
+    return auth_fallback(h, err);
 }
 
 int host_demo(host *h, void (*out)(const char *line), pl_error *err)
@@ -202,6 +236,15 @@ int host_ready(host *h, json_t **report)
     }
     for (size_t i = 0; i < h->n; i++) {
         service_ctx *c = &h->ctx[i];
+        if (c->kv) {
+            pl_error e = {0};
+            int rc = kv_ping(c->kv, &e);
+            char key[96];
+            snprintf(key, sizeof key, "%s.kv", c->def->name);
+            json_object_set_new(rep, key, json_string(rc ? e.msg : "ok"));
+            if (rc)
+                worst = PL_EUNAVAILABLE;
+        }
         if (c->sql) {
             pl_error e = {0};
             int rc = sql_ping(c->sql, &e);
@@ -218,6 +261,29 @@ int host_ready(host *h, json_t **report)
 
 const char *host_services(const host *h) { return h->names; }
 bus *host_bus(host *h) { return h->bus; }
+
+static void collect_cache(void *ud, cache *c)
+{
+    metrics_buf *b = ud;
+    cache_stats st;
+    cache_get_stats(c, &st);
+    metrics_printf(b, "pulse_cache_requests_total{cache=\"%s\",result=\"l1_hit\"} %llu\n", cache_name(c),
+                   (unsigned long long)st.l1_hits);
+    metrics_printf(b, "pulse_cache_requests_total{cache=\"%s\",result=\"l2_hit\"} %llu\n", cache_name(c),
+                   (unsigned long long)st.l2_hits);
+    metrics_printf(b, "pulse_cache_requests_total{cache=\"%s\",result=\"miss\"} %llu\n", cache_name(c),
+                   (unsigned long long)st.misses);
+}
+
+static void collect_cache_ratio(void *ud, cache *c)
+{
+    metrics_buf *b = ud;
+    cache_stats st;
+    cache_get_stats(c, &st);
+    uint64_t all = st.l1_hits + st.l2_hits + st.misses;
+    metrics_printf(b, "pulse_cache_hit_ratio{cache=\"%s\"} %.4f\n", cache_name(c),
+                   all ? (double)(st.l1_hits + st.l2_hits) / (double)all : 0.0);
+}
 
 static void collect(void *ud, metrics_buf *b)
 {
@@ -247,6 +313,12 @@ static void collect(void *ud, metrics_buf *b)
         if (h->relay[i])
             metrics_printf(b, "pulse_outbox_published_total{service=\"%s\"} %lld\n",
                            outbox_relay_service(h->relay[i]), (long long)outbox_relay_published(h->relay[i]));
+    metrics_printf(b, "# HELP pulse_cache_requests_total Cache reads by layer that answered.\n"
+                      "# TYPE pulse_cache_requests_total counter\n");
+    cache_for_each(collect_cache, b);
+    metrics_printf(b, "# HELP pulse_cache_hit_ratio Share of cache reads answered by L1 or L2.\n"
+                      "# TYPE pulse_cache_hit_ratio gauge\n");
+    cache_for_each(collect_cache_ratio, b);
     int64_t dead = 0;
     if (!bus_dead_count(h->bus, &dead, NULL))
         metrics_printf(b, "# HELP pulse_dlq_size Dead-lettered events waiting in the parking lot.\n"
@@ -303,6 +375,11 @@ void host_close(host *h)
         if (h->started[i] && c->def->stop)
             c->def->stop(c);
         sql_close(c->sql);
+        kv_close(c->kv);
+    }
+    if (h->sessions) {
+        auth_set_verifier(NULL, NULL);
+        sessions_close(h->sessions);
     }
     bus_close(h->bus);
     free(h);

@@ -1,6 +1,7 @@
 /* registry.c - every service compiled into the binary, in start order. */
 #include "services/service.h"
 
+#include <stdio.h>
 #include <string.h>
 
 extern const service_def identity_service;
@@ -13,6 +14,15 @@ const service_def *const service_registry[] = {
     &testkit_service,
     NULL,
 };
+
+void service_store_name(const config *cfg, const char *service, char *out, size_t size)
+{
+    const char *ns = config_str(cfg, "server", "namespace");
+    if (*ns)
+        snprintf(out, size, "%s_%s", ns, service);
+    else
+        snprintf(out, size, "%s", service);
+}
 
 const service_def *service_find(const char *name)
 {

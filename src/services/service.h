@@ -18,13 +18,14 @@
 #include "core/config.h"
 #include "core/err.h"
 #include "http/http.h"
+#include "store/kv.h"
 #include "store/sql.h"
 
 #include <stddef.h>
 
 typedef struct service_ctx service_ctx;
 
-enum { SERVICE_USES_SQL = 1u << 0 };
+enum { SERVICE_USES_SQL = 1u << 0, SERVICE_USES_KV = 1u << 1 };
 
 typedef struct service_def {
     int version;                    /* 1; fields are only ever appended */
@@ -64,9 +65,15 @@ struct service_ctx {
     const config *cfg;
     const char *data_dir;
     sql_db *sql;      /* when stores & SERVICE_USES_SQL */
+    kv *kv;           /* when stores & SERVICE_USES_KV */
     bus *bus;         /* the event bus of this process */
     void *state;      /* the service's own */
 };
+
+/* The name a service's stores carry on an engine: "<namespace>_<service>"
+ * when server.namespace is set (PostgreSQL schema, kv key prefix), else the
+ * service's name. */
+void service_store_name(const config *cfg, const char *service, char *out, size_t size);
 
 /* The registry of every service compiled into this binary, in start order. */
 extern const service_def *const service_registry[];

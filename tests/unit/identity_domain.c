@@ -1,6 +1,7 @@
 /* identity_domain.c - unit tests of identity's pure rules, tokens and the
- * login failure limiter (src/services/identity/domain.c). */
+ * session token hash (src/services/identity/domain.c, src/services/sessions.c). */
 #include "services/identity/domain.h"
+#include "services/sessions.h"
 
 #include <criterion/criterion.h>
 #include <sodium.h>
@@ -168,109 +169,16 @@ Test(identity, tokens_have_the_format_and_differ)
 Test(identity, token_hash_is_sha256_hex)
 {
     char out[65];
-    identity_token_hash("abc", out);
+    sessions_token_hash("abc", out);
     cr_assert_str_eq(out, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
-    identity_token_hash("", out);
+    sessions_token_hash("", out);
     cr_assert_str_eq(out, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
     char tok[IDENTITY_TOKEN_LEN + 1], h1[65], h2[65];
     identity_token_new(tok);
-    identity_token_hash(tok, h1);
-    identity_token_hash(tok, h2);
+    sessions_token_hash(tok, h1);
+    sessions_token_hash(tok, h2);
     cr_assert_str_eq(h1, h2, "hashing is deterministic");
     cr_assert_eq(strlen(h1), 64);
     cr_assert_eq(strspn(h1, "0123456789abcdef"), 64);
     cr_assert_null(strstr(h1, tok + 4));
-}
-
-/* ---- limiter ----------------------------------------------------------------------- */
-
-#define WINDOW 60000 /* ms */
-
-Test(identity, limiter_allows_up_to_max_then_waits)
-{
-    limiter *l = limiter_create(64);
-    int64_t now = 1000000;
-    for (int i = 0; i < 5; i++) {
-        cr_assert_eq(limiter_retry_after(l, "acct:zoe", 5, WINDOW, now), 0, "blocked after %d failures", i);
-        limiter_fail(l, "acct:zoe", WINDOW, now);
-        now += 1000;
-    }
-    int64_t wait = limiter_retry_after(l, "acct:zoe", 5, WINDOW, now);
-    cr_assert_gt(wait, 0, "not limited after 5 failures");
-    cr_assert_leq(wait, WINDOW / 1000, "wait %lld s is longer than the window", (long long)wait);
-    /* the window started at the first failure, 5 s ago */
-    cr_assert_eq(wait, 55);
-    cr_assert_eq(limiter_retry_after(l, "acct:other", 5, WINDOW, now), 0, "keys are independent");
-    limiter_destroy(l);
-    limiter_destroy(NULL);
-}
-
-Test(identity, limiter_resets_after_the_window)
-{
-    limiter *l = limiter_create(64);
-    int64_t t0 = 5000000;
-    for (int i = 0; i < 3; i++)
-        limiter_fail(l, "ip:10.0.0.1", WINDOW, t0);
-    cr_assert_gt(limiter_retry_after(l, "ip:10.0.0.1", 3, WINDOW, t0 + WINDOW - 1), 0);
-    cr_assert_eq(limiter_retry_after(l, "ip:10.0.0.1", 3, WINDOW, t0 + WINDOW), 0, "still limited after the window");
-    /* a fresh window counts from zero */
-    limiter_fail(l, "ip:10.0.0.1", WINDOW, t0 + WINDOW);
-    cr_assert_eq(limiter_retry_after(l, "ip:10.0.0.1", 3, WINDOW, t0 + WINDOW + 1), 0);
-    limiter_destroy(l);
-}
-
-Test(identity, limiter_clear_forgets_a_key)
-{
-    limiter *l = limiter_create(64);
-    for (int i = 0; i < 5; i++) {
-        limiter_fail(l, "acct:a", WINDOW, 1000);
-        limiter_fail(l, "acct:b", WINDOW, 1000);
-    }
-    limiter_clear(l, "acct:a");
-    cr_assert_eq(limiter_retry_after(l, "acct:a", 5, WINDOW, 2000), 0);
-    cr_assert_gt(limiter_retry_after(l, "acct:b", 5, WINDOW, 2000), 0, "clearing one key cleared another");
-    limiter_clear(l, "acct:never-seen");
-    limiter_destroy(l);
-}
-
-Test(identity, limiter_long_keys_are_not_confused)
-{
-    limiter *l = limiter_create(16); /* every key probes every slot */
-    /* two accounts whose keys share the first 150 characters */
-    char a[256], b[256], prefix[160];
-    repeat(prefix, 'p', 150);
-    snprintf(a, sizeof a, "acct:%s@one.example", prefix);
-    snprintf(b, sizeof b, "acct:%s@two.example", prefix);
-    for (int i = 0; i < 5; i++)
-        limiter_fail(l, a, WINDOW, 1000);
-    cr_assert_gt(limiter_retry_after(l, a, 5, WINDOW, 2000), 0);
-    cr_assert_eq(limiter_retry_after(l, b, 5, WINDOW, 2000), 0, "another account's failures locked this one out");
-    limiter_clear(l, b);
-    cr_assert_gt(limiter_retry_after(l, a, 5, WINDOW, 2000), 0, "clearing one long key cleared another");
-    limiter_destroy(l);
-}
-
-Test(identity, limiter_beyond_capacity)
-{
-    limiter *l = limiter_create(64);
-    int64_t now = 1000000;
-    char key[64];
-    /* far more keys than slots, each failing enough to be limited */
-    for (int i = 0; i < 20000; i++) {
-        snprintf(key, sizeof key, "ip:10.%d.%d.%d", i >> 16, (i >> 8) & 255, i & 255);
-        for (int k = 0; k < 3; k++)
-            limiter_fail(l, key, WINDOW, now);
-        now += 1; /* all within one window */
-    }
-    /* the most recent keys are still limited */
-    for (int i = 20000 - 8; i < 20000; i++) {
-        snprintf(key, sizeof key, "ip:10.%d.%d.%d", i >> 16, (i >> 8) & 255, i & 255);
-        int64_t w = limiter_retry_after(l, key, 3, WINDOW, now);
-        cr_assert_gt(w, 0, "recent key %s forgotten", key);
-        cr_assert_leq(w, WINDOW / 1000);
-    }
-    /* and new keys still work */
-    cr_assert_eq(limiter_retry_after(l, "ip:fresh", 3, WINDOW, now), 0);
-    limiter_fail(l, "ip:fresh", WINDOW, now);
-    limiter_destroy(l);
 }

@@ -1,7 +1,7 @@
 /*
  * domain.h - identity's rules, free of I/O: what a valid email, username,
- * password and display name are, the roles, tokens, and the login failure
- * limiter.
+ * password and display name are, the roles, and tokens. (Failed-login limits
+ * and sessions live on the kv store: handlers.c, services/sessions.h.)
  */
 #ifndef PULSE_IDENTITY_DOMAIN_H
 #define PULSE_IDENTITY_DOMAIN_H
@@ -32,18 +32,5 @@ bool identity_role_valid(const char *role);
 /* A bearer token: "plt_" + 43 characters of base64url (256 random bits). */
 #define IDENTITY_TOKEN_LEN 47
 void identity_token_new(char out[IDENTITY_TOKEN_LEN + 1]);
-/* SHA-256 of the token as 64 hex characters: what the store keeps. */
-void identity_token_hash(const char *token, char out[65]);
-
-/* A fixed-window failure counter per key (an account, a client address),
- * bounded in memory; thread-safe. */
-typedef struct limiter limiter;
-limiter *limiter_create(size_t capacity);
-void     limiter_destroy(limiter *l); /* NULL is a no-op */
-/* Seconds until `key` may try again (0 when it may now), given `max`
- * failures per `window_ms`. */
-int64_t  limiter_retry_after(limiter *l, const char *key, int max, int64_t window_ms, int64_t now_ms);
-void     limiter_fail(limiter *l, const char *key, int64_t window_ms, int64_t now_ms);
-void     limiter_clear(limiter *l, const char *key);
 
 #endif

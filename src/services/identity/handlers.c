@@ -8,6 +8,7 @@
 
 #include <sodium.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 json_t *user_public_json(const user *u)
@@ -110,6 +111,34 @@ static int register_finish(http_req *req, http_res *res, void *arg)
     return 0;
 }
 
+/* Failed-login limits: a counter per key that lives one window (kv_incr's
+ * TTL-on-create makes it a fixed window shared by every instance). */
+static int limit_wait(identity *id, const char *key, int max, int64_t *wait_s, pl_error *err)
+{
+    char *v = NULL;
+    size_t len = 0;
+    *wait_s = 0;
+    int rc = kv_get(id->ctx->kv, key, &v, &len, err);
+    if (rc != 1)
+        return rc;
+    long long n = strtoll(v, NULL, 10);
+    free(v);
+    if (n < max)
+        return 0;
+    int64_t ttl = 0;
+    rc = kv_ttl(id->ctx->kv, key, &ttl, err);
+    if (rc < 0)
+        return rc;
+    *wait_s = rc == 1 && ttl > 0 ? (ttl + 999) / 1000 : 1;
+    return 0;
+}
+
+static int limit_fail(identity *id, const char *key, pl_error *err)
+{
+    int64_t n;
+    return kv_incr(id->ctx->kv, key, 1, id->login_window_ms, &n, err);
+}
+
 static int too_many(http_req *req, http_res *res, int64_t wait)
 {
     http_header_add(req, res, "Retry-After", arena_sprintf(req->arena, "%lld", (long long)wait));
@@ -166,36 +195,36 @@ static int login_finish(http_req *req, http_res *res, void *arg)
      * another prefix so that typing a user's (public) id as the login cannot
      * count against that user. */
     int64_t now = time_now_ms();
-    const char *acct_key = rc == 1 ? arena_sprintf(req->arena, "acct:%s", u.id)
-                                   : arena_sprintf(req->arena, "acct?%s", login);
-    const char *ip_key = arena_sprintf(req->arena, "ip:%s", http_client_ip(req));
-    int64_t wait = limiter_retry_after(id->limits, acct_key, id->max_fail_account, id->login_window_ms, now);
-    int64_t wait_ip = limiter_retry_after(id->limits, ip_key, id->max_fail_ip, id->login_window_ms, now);
+    int found = rc;
+    const char *acct_key = found == 1 ? arena_sprintf(req->arena, "fail:acct:%s", u.id)
+                                      : arena_sprintf(req->arena, "fail:login:%s", login);
+    const char *ip_key = arena_sprintf(req->arena, "fail:ip:%s", http_client_ip(req));
+    int64_t wait = 0, wait_ip = 0;
+    if ((rc = limit_wait(id, acct_key, id->max_fail_account, &wait, &err)) ||
+        (rc = limit_wait(id, ip_key, id->max_fail_ip, &wait_ip, &err)))
+        return store_fail(req, rc, &err);
     if (wait || wait_ip)
         return too_many(req, res, wait > wait_ip ? wait : wait_ip);
     /* Verify against a dummy hash when nobody matched, so timing does not tell. */
-    bool ok = identity_verify_password(rc == 1 ? u.password_hash : identity_dummy_hash(id), pw) && rc == 1;
+    bool ok = identity_verify_password(found == 1 ? u.password_hash : identity_dummy_hash(id), pw) && found == 1;
     sodium_memzero(c->password, strlen(c->password));
     if (!ok) {
-        limiter_fail(id->limits, acct_key, id->login_window_ms, now);
-        limiter_fail(id->limits, ip_key, id->login_window_ms, now);
+        if ((rc = limit_fail(id, acct_key, &err)) || (rc = limit_fail(id, ip_key, &err)))
+            return store_fail(req, rc, &err);
         log_with(LOG_INFO, "login failed", LF_STR("client", http_client_ip(req)));
         return http_fail(req, PL_EUNAUTHORIZED, NULL, "invalid login or password");
     }
-    limiter_clear(id->limits, acct_key);
+    kv_del(id->ctx->kv, acct_key, NULL);
 
-    char token[IDENTITY_TOKEN_LEN + 1], hash[65], sid[UUID_STR_LEN];
+    char token[IDENTITY_TOKEN_LEN + 1], hash[65];
+    principal p = {0};
     identity_token_new(token);
-    identity_token_hash(token, hash);
-    uuid7_new(sid);
+    sessions_token_hash(token, hash);
+    uuid7_new(p.session_id);
+    snprintf(p.user_id, sizeof p.user_id, "%s", u.id);
+    snprintf(p.role, sizeof p.role, "%s", u.role);
     int64_t expires = now + id->token_ttl_ms;
-    if ((rc = sql_begin(id->ctx->sql, SQL_TX_WRITE, &tx, &err)))
-        return store_fail(req, rc, &err);
-    if ((rc = sessions_insert(tx, sid, hash, u.id, now, expires, &err))) {
-        sql_rollback(tx);
-        return store_fail(req, rc, &err);
-    }
-    if ((rc = sql_commit(tx, &err)))
+    if ((rc = sessions_create(id->sessions, hash, &p, expires, &err)))
         return store_fail(req, rc, &err);
     char exp[32];
     time_rfc3339(expires, exp, sizeof exp);
@@ -208,43 +237,64 @@ int identity_logout(http_req *req, http_res *res)
 {
     identity *id = ((service_ctx *)req->ctx)->state;
     pl_error err = {0};
-    sql_tx *tx;
-    int rc = sql_begin(id->ctx->sql, SQL_TX_WRITE, &tx, &err);
+    char hash[65];
+    sessions_token_hash(req->bearer, hash);
+    int rc = sessions_revoke(id->sessions, hash, req->principal->user_id, &err);
     if (rc)
-        return store_fail(req, rc, &err);
-    if ((rc = sessions_revoke(tx, req->principal->session_id, time_now_ms(), &err))) {
-        sql_rollback(tx);
-        return store_fail(req, rc, &err);
-    }
-    if ((rc = sql_commit(tx, &err)))
         return store_fail(req, rc, &err);
     http_json(res, 204, NULL);
     return 0;
 }
 
-/* Loads a user by id in a read transaction: 1 found, 0 not, <0 error (recorded on req). */
-static int load_user(http_req *req, const char *uid, user *u)
+/* The profile cache's loader (L3): the user's private JSON from the sql store. */
+int identity_load_profile(void *ud, const char *uid, char **val, size_t *len, pl_error *err)
+{
+    identity *id = ud;
+    sql_tx *tx;
+    int rc = sql_begin(id->ctx->sql, SQL_TX_READ, &tx, err);
+    if (rc)
+        return rc;
+    arena *a = arena_create(1024);
+    user u;
+    rc = users_by_id(tx, a, uid, &u, err);
+    sql_rollback(tx);
+    if (rc == 1) {
+        json_t *j = user_private_json(&u);
+        *val = json_compact(j);
+        *len = strlen(*val);
+        json_decref(j);
+    }
+    arena_destroy(a);
+    return rc;
+}
+
+/* The user's private JSON through the layered cache: 1 found, 0 not, <0 error (recorded on req). */
+static int load_profile(http_req *req, const char *uid, json_t **out)
 {
     identity *id = ((service_ctx *)req->ctx)->state;
     pl_error err = {0};
-    sql_tx *tx;
-    int rc = sql_begin(id->ctx->sql, SQL_TX_READ, &tx, &err);
-    if (rc)
+    char *v = NULL;
+    size_t len = 0;
+    int rc = cache_get(id->profiles, uid, identity_load_profile, id, &v, &len, &err);
+    if (rc < 0)
         return store_fail(req, rc, &err);
-    rc = users_by_id(tx, req->arena, uid, u, &err);
-    sql_rollback(tx);
-    return rc < 0 ? store_fail(req, rc, &err) : rc;
+    if (rc == 0)
+        return 0;
+    json_error_t je;
+    *out = json_loadb(v, len, 0, &je);
+    free(v);
+    return *out ? 1 : http_fail(req, PL_EINTERNAL, NULL, "cached profile is not JSON: %s", je.text);
 }
 
 int identity_me_get(http_req *req, http_res *res)
 {
-    user u;
-    int rc = load_user(req, req->principal->user_id, &u);
+    json_t *j;
+    int rc = load_profile(req, req->principal->user_id, &j);
     if (rc < 0)
         return rc;
     if (rc == 0) /* the session outlived its user */
         return http_fail(req, PL_EUNAUTHORIZED, NULL, "the account no longer exists");
-    http_json(res, 200, user_private_json(&u));
+    http_json(res, 200, j);
     return 0;
 }
 
@@ -297,6 +347,7 @@ int identity_me_patch(http_req *req, http_res *res)
     }
     if ((rc = sql_commit(tx, &err)))
         return store_fail(req, rc, &err);
+    cache_invalidate(id->profiles, u.id); /* read-your-writes here; the event tells other instances */
     http_json(res, 200, user_private_json(&u));
     return 0;
 }
@@ -306,13 +357,15 @@ int identity_user_get(http_req *req, http_res *res)
     const char *uid = http_param(req, "id");
     if (!uuid_valid(uid))
         return http_fail(req, PL_ENOTFOUND, NULL, "no such user");
-    user u;
-    int rc = load_user(req, uid, &u);
+    json_t *j;
+    int rc = load_profile(req, uid, &j);
     if (rc < 0)
         return rc;
     if (rc == 0)
         return http_fail(req, PL_ENOTFOUND, NULL, "no such user");
-    http_json(res, 200, user_public_json(&u));
+    json_object_del(j, "email"); /* the public profile */
+    json_object_del(j, "updated_at");
+    http_json(res, 200, j);
     return 0;
 }
 
@@ -364,6 +417,10 @@ int identity_user_role(http_req *req, http_res *res)
     }
     if ((rc = sql_commit(tx, &err)))
         return store_fail(req, rc, &err);
+    /* at once here; the role_changed event repeats both for other instances */
+    if (sessions_set_role(id->sessions, uid, role, &err))
+        log_with(LOG_WARN, "sessions keep the old role until the event is applied", LF_STR("detail", err.msg));
+    cache_invalidate(id->profiles, uid);
     u.role = role;
     http_json(res, 200, user_public_json(&u));
     return 0;

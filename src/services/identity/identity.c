@@ -25,6 +25,8 @@ static const config_key identity_keys[] = {
     {"service.identity", "login_max_failures", CFG_INT, "5", 1, 1000, "failed logins per account per window before 429"},
     {"service.identity", "login_max_failures_ip", CFG_INT, "20", 1, 100000, "failed logins per client address per window before 429"},
     {"service.identity", "login_window", CFG_DURATION, "15m", 1000, 86400000, "window of the failed-login limits"},
+    {"service.identity", "profile_cache_size", CFG_SIZE, "8MiB", 0, (int64_t)1 << 32, "in-process (L1) cache of profiles"},
+    {"service.identity", "profile_cache_ttl", CFG_DURATION, "60s", 1000, 86400000, "longest a cached profile is served"},
 };
 
 int identity_hash_password(const identity *id, const char *password, char *out, size_t size)
@@ -118,28 +120,34 @@ int identity_create_user(identity *id, arena *a, const char *email, const char *
     return sql_commit(tx, err);
 }
 
-/* ---- the bearer verifier for the HTTP layer --------------------------------- */
+/* ---- identity's own events: keep sessions and caches in step ------------------------ */
 
-static int verify_token(void *ud, const char *token, principal *out)
+/* Runs in one instance per event; its cache_invalidate reaches every
+ * instance's L1 through the kv channel. Both effects are idempotent. */
+static int sync_handle(void *ctx, sql_tx *tx, const cloudevent *ev, pl_error *err)
 {
-    identity *id = ud;
-    if (strlen(token) != IDENTITY_TOKEN_LEN || strncmp(token, "plt_", 4) != 0)
-        return PL_EUNAUTHORIZED;
-    char hash[65];
-    identity_token_hash(token, hash);
-    sql_tx *tx;
-    pl_error err = {0};
-    int rc = sql_begin(id->ctx->sql, SQL_TX_READ, &tx, &err);
-    if (rc)
-        return rc;
-    rc = sessions_lookup(tx, hash, time_now_ms(), out, &err);
-    sql_rollback(tx);
-    if (rc < 0) {
-        log_with(LOG_ERROR, "session lookup failed", LF_STR("detail", err.msg));
-        return rc;
+    (void)tx;
+    identity *id = ((service_ctx *)ctx)->state;
+    const char *uid = json_string_value(json_object_get(ev->data, "user_id"));
+    if (!uid)
+        return err_set(err, PL_EINVAL, "data", "%s without data.user_id", ev->type);
+    if (strcmp(ev->type, "pl.identity.role_changed.v1") == 0) {
+        const char *role = json_string_value(json_object_get(ev->data, "new_role"));
+        if (!role || !identity_role_valid(role))
+            return err_set(err, PL_EINVAL, "data", "role_changed without a valid data.new_role");
+        int rc = sessions_set_role(id->sessions, uid, role, err);
+        if (rc)
+            return rc;
     }
-    return rc == 1 ? 0 : PL_EUNAUTHORIZED;
+    cache_invalidate(id->profiles, uid);
+    return 0;
 }
+
+static const char *const sync_types[] = {"pl.identity.profile_updated.v1", "pl.identity.role_changed.v1", NULL};
+
+static const consumer_def identity_consumers[] = {
+    {.name = "sync", .types = sync_types, .handle = sync_handle},
+};
 
 /* ---- lifecycle -------------------------------------------------------------------- */
 
@@ -173,10 +181,16 @@ static int identity_start(service_ctx *ctx, pl_error *err)
         free(id);
         return err_set(err, PL_ECONFIG, "argon2", "argon2id cannot run with the configured parameters");
     }
+    int rc = cache_create("profiles", ctx->kv, (size_t)config_int(ctx->cfg, sec, "profile_cache_size"),
+                          config_int(ctx->cfg, sec, "profile_cache_ttl"), &id->profiles, err);
+    if (rc) {
+        free(id);
+        return rc;
+    }
     pthread_mutex_init(&id->dummy_lock, NULL);
-    id->limits = limiter_create(1 << 16);
+    id->sessions = sessions_over(ctx->kv);
     ctx->state = id;
-    auth_set_verifier(verify_token, id);
+    auth_set_verifier(sessions_auth_verifier, id->sessions);
     return 0;
 }
 
@@ -185,7 +199,8 @@ static void identity_stop(service_ctx *ctx)
     identity *id = ctx->state;
     auth_set_verifier(NULL, NULL);
     if (id) {
-        limiter_destroy(id->limits);
+        cache_destroy(id->profiles);
+        sessions_close(id->sessions);
         pthread_mutex_destroy(&id->dummy_lock);
     }
     free(id);
@@ -244,7 +259,7 @@ const service_def identity_service = {
     .version = 1,
     .name = "identity",
     .summary = "users, passwords, login sessions and roles",
-    .stores = SERVICE_USES_SQL,
+    .stores = SERVICE_USES_SQL | SERVICE_USES_KV,
     .routes = identity_routes,
     .nroutes = sizeof identity_routes / sizeof identity_routes[0],
     .config_keys = identity_keys,
@@ -252,4 +267,6 @@ const service_def identity_service = {
     .start = identity_start,
     .stop = identity_stop,
     .demo = identity_demo,
+    .consumers = identity_consumers,
+    .nconsumers = sizeof identity_consumers / sizeof identity_consumers[0],
 };

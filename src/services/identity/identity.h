@@ -8,6 +8,8 @@
 #include "core/arena.h"
 #include "services/identity/domain.h"
 #include "services/service.h"
+#include "services/sessions.h"
+#include "store/cache.h"
 
 #include <jansson.h>
 #include <pthread.h>
@@ -18,7 +20,8 @@ typedef struct identity {
     int64_t token_ttl_ms, login_window_ms;
     int max_fail_account, max_fail_ip;
     size_t password_min;
-    limiter *limits;
+    sessions *sessions;   /* login sessions on identity's kv */
+    cache *profiles;      /* user id -> private profile JSON (L1, L2 kv, L3 sql) */
     pthread_mutex_t dummy_lock;
     char dummy_hash[256]; /* verified against when the login names nobody; made on first use */
 } identity;
@@ -39,11 +42,6 @@ int users_update_profile(sql_tx *tx, const char *id, const char *display_name, c
 int users_set_role(sql_tx *tx, const char *id, const char *role, const char *now, pl_error *err);
 int users_count(sql_tx *tx, int64_t *n, pl_error *err);
 
-int sessions_insert(sql_tx *tx, const char *id, const char *token_hash, const char *user_id, int64_t created_ms,
-                    int64_t expires_ms, pl_error *err);
-/* 1 live session found (fills p), 0 none, <0 error */
-int sessions_lookup(sql_tx *tx, const char *token_hash, int64_t now_ms, principal *p, pl_error *err);
-int sessions_revoke(sql_tx *tx, const char *session_id, int64_t now_ms, pl_error *err);
 
 /* ---- identity.c ---- */
 int identity_hash_password(const identity *id, const char *password, char *out, size_t size);
@@ -64,5 +62,6 @@ int identity_me_get(http_req *req, http_res *res);
 int identity_me_patch(http_req *req, http_res *res);
 int identity_user_get(http_req *req, http_res *res);
 int identity_user_role(http_req *req, http_res *res);
+int identity_load_profile(void *ud, const char *uid, char **val, size_t *len, pl_error *err);
 
 #endif

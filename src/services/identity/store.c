@@ -81,35 +81,3 @@ int users_count(sql_tx *tx, int64_t *n, pl_error *err)
     int rc = sql_one(tx, "SELECT count(*) FROM users", SQL_NOARGS, read_count, n, err);
     return rc < 0 ? rc : 0;
 }
-
-int sessions_insert(sql_tx *tx, const char *id, const char *token_hash, const char *user_id, int64_t created_ms,
-                    int64_t expires_ms, pl_error *err)
-{
-    return sql_exec(tx,
-                    "INSERT INTO sessions (id, token_hash, user_id, created_ms, expires_ms) VALUES ($1, $2, $3, $4, $5)",
-                    SQL_ARGS(SQL_TEXT(id), SQL_TEXT(token_hash), SQL_TEXT(user_id), SQL_INT(created_ms),
-                             SQL_INT(expires_ms)),
-                    NULL, err);
-}
-
-static void read_principal(void *ud, sql_rows *r)
-{
-    principal *p = ud;
-    snprintf(p->session_id, sizeof p->session_id, "%s", sql_text(r, 0));
-    snprintf(p->user_id, sizeof p->user_id, "%s", sql_text(r, 1));
-    snprintf(p->role, sizeof p->role, "%s", sql_text(r, 2));
-}
-
-int sessions_lookup(sql_tx *tx, const char *token_hash, int64_t now_ms, principal *p, pl_error *err)
-{
-    return sql_one(tx,
-                   "SELECT s.id, s.user_id, u.role FROM sessions s JOIN users u ON u.id = s.user_id"
-                   " WHERE s.token_hash = $1 AND s.revoked_ms IS NULL AND s.expires_ms > $2",
-                   SQL_ARGS(SQL_TEXT(token_hash), SQL_INT(now_ms)), read_principal, p, err);
-}
-
-int sessions_revoke(sql_tx *tx, const char *session_id, int64_t now_ms, pl_error *err)
-{
-    return sql_exec(tx, "UPDATE sessions SET revoked_ms = $2 WHERE id = $1 AND revoked_ms IS NULL",
-                    SQL_ARGS(SQL_TEXT(session_id), SQL_INT(now_ms)), NULL, err);
-}
