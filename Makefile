@@ -59,6 +59,8 @@ api: $(B)/asan/pulse
 bench: setup
 	@$(MAKE) --no-print-directory -j$(JOBS) $(B)/pulse $(B)/bench/hello $(B)/bench/argon2
 	B=$(B) bash bench/run.sh
+	@$(MAKE) --no-print-directory -j$(JOBS) $(B)/bench/bus_bench
+	B=$(B) bash bench/bus.sh
 
 # Partial runs: print their results, leave docs/BENCHMARKS.md alone.
 .PHONY: bench-http bench-login bench-startup
@@ -96,6 +98,17 @@ $(B)/bench/hello: bench/hello.c
 $(B)/bench/argon2: bench/argon2.c
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) $(REL_CFLAGS) -o $@ $< $(LIBS)
+
+# The event backbone (bench/bus.sh): outbox -> relay -> embedded log -> consumer; writes its section of
+# docs/BENCHMARKS.md.
+.PHONY: bench-bus
+bench-bus: setup
+	@$(MAKE) --no-print-directory -j$(JOBS) $(B)/bench/bus_bench
+	B=$(B) bash bench/bus.sh
+
+$(B)/bench/bus_bench: bench/bus_bench.c $(REL_OBJ)
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(REL_CFLAGS) -o $@ $< $(REL_OBJ) $(LIBS)
 
 clean:
 	rm -rf $(B)
