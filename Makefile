@@ -34,7 +34,7 @@ REL_CLI  := $(patsubst %.c,$(B)/rel/%.o,$(CLI_SRC))
 ASAN_OBJ := $(patsubst %.c,$(B)/asan/%.o,$(SRC) $(GEN_SRC))
 ASAN_CLI := $(patsubst %.c,$(B)/asan/%.o,$(CLI_SRC))
 
-.PHONY: all build run test unit api bench setup clean fmt
+.PHONY: all build run run-distributed test unit api bench setup clean fmt
 
 all: build
 build: $(B)/pulse
@@ -45,6 +45,13 @@ setup:
 run: setup
 	@$(MAKE) --no-print-directory -j$(JOBS) $(B)/pulse
 	./$(B)/pulse serve --demo
+
+# The same hub on PostgreSQL, Redis and NATS JetStream, started from Debian's
+# packages into ./.engines (scripts/engines.sh; `scripts/engines.sh stop` ends them).
+run-distributed: setup
+	@$(MAKE) --no-print-directory -j$(JOBS) $(B)/pulse
+	bash scripts/engines.sh start .engines
+	./$(B)/pulse serve --config .engines/pulse.ini --demo
 
 test: setup
 	@$(MAKE) --no-print-directory -j$(JOBS) $(B)/asan/pulse $(B)/asan/unit-tests $(B)/asan/conformance-tests
