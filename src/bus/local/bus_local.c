@@ -65,6 +65,7 @@ typedef struct lsub {
     char **patterns;
     int max_deliver;
     int64_t lease_ms, last_lease;
+    bool hungry;                /* holds fewer partitions than its share: renews leases often */
     int nparts;
     int64_t generation;
     part p[MAX_PARTS];
@@ -85,7 +86,9 @@ static const char schema[] =
     " event_id TEXT NOT NULL, type TEXT NOT NULL, deliveries INTEGER NOT NULL, error TEXT NOT NULL,"
     " dead_ms INTEGER NOT NULL);"
     "CREATE TABLE IF NOT EXISTS redrive (id INTEGER PRIMARY KEY AUTOINCREMENT, grp TEXT NOT NULL,"
-    " seq INTEGER NOT NULL);";
+    " seq INTEGER NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS members (grp TEXT NOT NULL, owner TEXT NOT NULL, alive_until INTEGER NOT NULL,"
+    " PRIMARY KEY (grp, owner));";
 
 /* ---- small SQLite helpers ------------------------------------------------------ */
 
@@ -407,6 +410,43 @@ static void load_part(lsub *s, int i, sqlite3_stmt *row)
         p->acked = p->fetched = p->retry_seq - 1;
 }
 
+/* Our heartbeat in the group's membership (inside leases()' transaction).
+ * A member counts for two thirds of a lease (two renewal periods): a
+ * crashed instance stops counting before its partition leases expire, so
+ * the survivors' shares already cover those partitions when they come
+ * free. Counting only decides shares; the leases alone decide who may
+ * deliver a partition. Rows of members gone silent are removed. */
+static int member_beat(lsub *s, int64_t now, pl_error *err)
+{
+    sqlite3_stmt *st;
+    int rc = sq_prepare(s->c,
+                        "INSERT INTO members (grp, owner, alive_until) VALUES (?1, ?2, ?3)"
+                        " ON CONFLICT (grp, owner) DO UPDATE SET alive_until = excluded.alive_until",
+                        &st, err);
+    if (rc)
+        return rc;
+    sqlite3_bind_text(st, 1, s->group, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, s->owner, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, now + s->lease_ms * 2 / 3);
+    if ((rc = sq_done(s->c, st, err)) ||
+        (rc = sq_prepare(s->c, "DELETE FROM members WHERE grp = ?1 AND alive_until <= ?2", &st, err)))
+        return rc;
+    sqlite3_bind_text(st, 1, s->group, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, now);
+    return sq_done(s->c, st, err);
+}
+
+/* Leaves the group: the others count one member less at their next renewal. */
+static void member_leave(lsub *s)
+{
+    sqlite3_stmt *st;
+    if (sq_prepare(s->c, "DELETE FROM members WHERE grp = ?1 AND owner = ?2", &st, NULL))
+        return;
+    sqlite3_bind_text(st, 1, s->group, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, s->owner, -1, SQLITE_STATIC);
+    sq_done(s->c, st, NULL);
+}
+
 /* Renews our leases, takes free or expired partitions up to a fair share,
  * gives back extras, and reloads everything when the group was reset. */
 static int leases(lsub *s, pl_error *err)
@@ -428,20 +468,30 @@ static int leases(lsub *s, pl_error *err)
             s->p[i].owned = false;
         s->generation = gen;
     }
-    /* live owners: those holding an unexpired lease (counting us) */
-    int owners = 1;
-    if (!rc && !(rc = sq_prepare(s->c,
-                                 "SELECT count(DISTINCT owner) FROM cursors WHERE grp = ?1 AND lease_until > ?2"
-                                 " AND owner IS NOT NULL AND owner <> ?3",
+    /* Live members, counting us, each with a heartbeat row of its own. Counting
+     * only the holders of leases (as before) never counted an instance that
+     * holds nothing yet: a second instance of a group never got a share, and
+     * the first kept every partition for as long as it lived. */
+    int members = 0, rank = 0;
+    if (!rc)
+        rc = member_beat(s, now, err);
+    if (!rc && !(rc = sq_prepare(s->c, "SELECT owner FROM members WHERE grp = ?1 AND alive_until > ?2 ORDER BY owner",
                                  &st, err))) {
         sqlite3_bind_text(st, 1, s->group, -1, SQLITE_STATIC);
         sqlite3_bind_int64(st, 2, now);
-        sqlite3_bind_text(st, 3, s->owner, -1, SQLITE_STATIC);
-        if (sqlite3_step(st) == SQLITE_ROW)
-            owners += sqlite3_column_int(st, 0);
+        while (sqlite3_step(st) == SQLITE_ROW) {
+            if (strcmp((const char *)sqlite3_column_text(st, 0), s->owner) == 0)
+                rank = members;
+            members++;
+        }
         sqlite3_finalize(st);
     }
-    int share = (s->nparts + owners - 1) / owners, have = 0;
+    if (members < 1)
+        members = 1;
+    /* Shares add up to the partition count exactly (rounding every share up
+     * would starve the last member, e.g. 2+2+0 of 4 for 3 members): the
+     * first nparts % members members by id take one more. */
+    int share = s->nparts / members + (rank < s->nparts % members ? 1 : 0), have = 0;
     if (!rc && !(rc = sq_prepare(s->c,
                                  "SELECT part, acked, owner, lease_until, retry_seq, retry_deliveries, retry_after"
                                  " FROM cursors WHERE grp = ?1 ORDER BY part",
@@ -501,8 +551,18 @@ static int leases(lsub *s, pl_error *err)
         rc = sq_exec(s->c, "COMMIT", err);
     if (rc)
         sqlite3_exec(s->c, "ROLLBACK", NULL, NULL, NULL);
+    s->hungry = !rc && have < share;
     s->last_lease = now;
     return rc;
+}
+
+/* How often leases() runs: every third of the lease; every 250 ms while
+ * this instance waits for the others to give back its share (they do at
+ * their own next renewal), so that a rebalance takes one renewal period. */
+static int64_t lease_every(const lsub *s)
+{
+    int64_t t = s->lease_ms / 3;
+    return s->hungry && t > 250 ? 250 : t;
 }
 
 static int x_subscribe(void *h, const bus_sub_options *o, void **out, pl_error *err)
@@ -574,6 +634,7 @@ static void x_unsubscribe(void *h)
 {
     lsub *s = h;
     flush(s, NULL);
+    member_leave(s);
     /* give the leases back so another instance takes over at once */
     sqlite3_stmt *st;
     if (!sq_prepare(s->c, "UPDATE cursors SET owner = NULL, lease_until = 0 WHERE grp = ?1 AND owner = ?2", &st,
@@ -697,7 +758,7 @@ static int x_fetch(void *h, bus_msg *out, size_t max, int timeout_ms, size_t *n,
         uint64_t seen = version_now(s->b);
         int64_t now = time_now_ms();
         arena_reset(s->a);
-        int rc = now - s->last_lease >= s->lease_ms / 3 ? leases(s, err) : flush(s, err);
+        int rc = now - s->last_lease >= lease_every(s) ? leases(s, err) : flush(s, err);
         if (rc)
             return rc;
         if ((rc = fetch_redrive(s, out, max, n, err)) || *n)
@@ -723,8 +784,9 @@ static int x_fetch(void *h, bus_msg *out, size_t max, int timeout_ms, size_t *n,
         int64_t wait = deadline - now;
         if (next_due != INT64_MAX && next_due - now < wait)
             wait = next_due - now > 0 ? next_due - now : 1;
-        if (s->lease_ms / 3 - (now - s->last_lease) < wait)
-            wait = s->lease_ms / 3 - (now - s->last_lease) > 0 ? s->lease_ms / 3 - (now - s->last_lease) : 1;
+        int64_t renew = lease_every(s) - (now - s->last_lease);
+        if (renew < wait)
+            wait = renew > 0 ? renew : 1;
         wait_change(s->b, seen, wait > 250 ? 250 : (int)wait);
     }
 }
@@ -926,6 +988,7 @@ static int x_reset(void *h, const char *group, pl_error *err)
         " retry_after = NULL, retry_error = NULL WHERE grp = ?1",
         "UPDATE groups SET generation = generation + 1 WHERE grp = ?1",
         "DELETE FROM redrive WHERE grp = ?1",
+        "DELETE FROM members WHERE grp = ?1", /* with the owners: a replay takes every partition at once */
     };
     for (size_t i = 0; i < sizeof steps / sizeof steps[0] && !rc; i++) {
         sqlite3_stmt *st;

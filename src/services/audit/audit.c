@@ -150,9 +150,17 @@ static int audit_list(http_req *req, http_res *res)
                    " LEFT JOIN audit_users a ON a.user_id = e.actor_id LEFT JOIN audit_users s ON s.user_id = e.subject_id"
                    " WHERE ($1 = 0 OR e.seq < $1) ORDER BY e.seq DESC LIMIT $2",
                    SQL_ARGS(SQL_INT(cursor), SQL_INT(limit)), &r, &err);
+    bool r_open = rc == 0;
     json_t *items = json_array();
     int64_t last = 0;
-    while (!rc && (rc = sql_next(r, &err)) == 1) {
+    /* sql_next returns 1 per row: the loop must not stop on rc == 1, or the
+     * page holds only the first row (and next_cursor ends the paging). */
+    while (!rc) {
+        int more = sql_next(r, &err);
+        if (more != 1) {
+            rc = more;
+            break;
+        }
         json_error_t je;
         json_t *detail = json_loads(sql_text(r, 9), 0, &je);
         last = sql_int(r, 0);
@@ -164,8 +172,8 @@ static int audit_list(http_req *req, http_res *res)
                              detail ? detail : json_object(), "at", sql_text(r, 10), "trace_id", sql_text(r, 11),
                              "hash", sql_text(r, 12)));
     }
-    if (rc >= 0)
-        sql_rows_close(r);
+    if (r_open)
+        sql_rows_close(r); /* also after a failed sql_next */
     sql_rollback(tx);
     if (rc < 0) {
         json_decref(items);
