@@ -219,7 +219,8 @@ static consumer *consumer_new(bus *b, sql_db *db, const char *service, const con
 
 static int subscribe(consumer *c, pl_error *err)
 {
-    bus_sub_options so = {.group = c->group, .patterns = c->def->types, .max_deliver = c->o.max_deliver};
+    bus_sub_options so = {.group = c->group, .patterns = c->def->types, .max_deliver = c->o.max_deliver,
+                          .lease_ms = c->o.lease_ms};
     return bus_subscribe(c->bus, &so, &c->sub, err);
 }
 

@@ -42,6 +42,7 @@ typedef struct consumer_opts {
     int64_t retry_base_ms;  /* first redelivery delay; default 100 */
     int64_t retry_max_ms;   /* cap; default 30000 */
     int64_t inbox_keep_ms;  /* inbox rows older than this are pruned; default 7 days */
+    int64_t lease_ms;       /* partition ownership lease (how soon a dead instance's share moves); default 10 s */
 } consumer_opts;
 
 typedef struct consumer consumer;

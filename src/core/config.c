@@ -35,6 +35,8 @@ const config_key config_platform_keys[] = {
     {"bus", "batch", CFG_INT, "256", 1, 4096, "events a consumer applies per transaction"},
     {"bus", "retry_base", CFG_DURATION, "100ms", 1, 3600000, "first redelivery delay (doubles each time, with jitter)"},
     {"bus", "retry_max", CFG_DURATION, "30s", 1, 86400000, "longest redelivery delay"},
+    {"bus", "lease", CFG_DURATION, "10s", 1000, 600000,
+     "how long a consumer instance owns its partitions without renewing (a dead one's move after this)"},
     {"bus", "retention_age", CFG_DURATION, "7d", 60000, 3650LL * 86400000, "events older than this leave the embedded log"},
     {"bus", "retention_max", CFG_INT, "10000000", 1000, 2000000000, "events the embedded log keeps at most"},
     {"defaults", "sql", CFG_URL, "", 0, 0, "engine of every service's sql store; empty: SQLite in the data directory"},

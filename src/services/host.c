@@ -141,6 +141,7 @@ int host_open(const config *cfg, const char *services, host **out, pl_error *err
         .retry_base_ms = config_int(cfg, "bus", "retry_base"),
         .retry_max_ms = config_int(cfg, "bus", "retry_max"),
         .inbox_keep_ms = config_int(cfg, "bus", "retention_age"),
+        .lease_ms = config_int(cfg, "bus", "lease"),
     };
     bus_options bo = {
         .data_dir = config_str(cfg, "server", "data"),
@@ -165,18 +166,22 @@ int host_open(const config *cfg, const char *services, host **out, pl_error *err
     return 0;
 }
 
-/* A process that does not host identity still authenticates: from the
- * sessions identity writes to its kv (shared through Redis, or the embedded
- * file on this machine). */
-static int auth_fallback(host *h, pl_error *err)
+/* A process that does not host identity still authenticates, from the
+ * sessions identity writes to its kv, when that kv is shared (Redis). */
+static void auth_fallback(host *h)
 {
     for (size_t i = 0; i < h->n; i++)
         if (strcmp(h->ctx[i].def->name, "identity") == 0)
-            return 0;
-    int rc = sessions_open(h->cfg, &h->sessions, err);
-    if (!rc)
-        auth_set_verifier(sessions_auth_verifier, h->sessions);
-    return rc;
+            return;
+    pl_error e = {0};
+    if (sessions_open(h->cfg, &h->sessions, &e)) {
+        /* Not fatal: this process serves what needs no login. (The embedded kv
+         * belongs to one process; share sessions through Redis instead.) */
+        log_with(LOG_WARN, "this process cannot verify logins: routes that need one answer 503",
+                 LF_STR("detail", e.msg));
+        return;
+    }
+    auth_set_verifier(sessions_auth_verifier, h->sessions);
 }
 
 int host_start(host *h, router *r, bool background, pl_error *err)
@@ -207,7 +212,8 @@ int host_start(host *h, router *r, bool background, pl_error *err)
                                c->def->routes[k].method, c->def->routes[k].pattern);
         }
     }
-    return auth_fallback(h, err);
+    auth_fallback(h);
+    return 0;
 }
 
 int host_demo(host *h, void (*out)(const char *line), pl_error *err)
