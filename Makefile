@@ -169,3 +169,15 @@ fuzz: fuzz-build
 $(B)/fuzz/%: tests/fuzz/%.c $(FUZZ_SRC)
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(CPPFLAGS) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_SRC) $(LIBS)
+
+# ---- kv store benchmark (bench/kv.sh): the adapter next to redis-benchmark and a raw hiredis fan-out on a Redis
+# it starts itself, and the embedded engine; writes its section of docs/BENCHMARKS.md. Part of `make bench`.
+.PHONY: bench-kv
+bench: bench-kv
+bench-kv: setup
+	@$(MAKE) --no-print-directory -j$(JOBS) $(B)/bench/kv_bench
+	B=$(B) bash bench/kv.sh
+
+$(B)/bench/kv_bench: bench/kv_bench.c $(REL_OBJ)
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(REL_CFLAGS) -o $@ $< $(REL_OBJ) $(LIBS)

@@ -123,6 +123,8 @@ static void unkey(pkey *p)
         free(p->s);
 }
 
+#define KV_VALUE_MAX (512u << 20)
+
 #define CHECK_KEY(key) \
     if (!(key))        \
         return err_set(err, PL_EINVAL, "key", "kv: a key is required")
@@ -134,6 +136,8 @@ static int set_common(kv *k, const char *key, const void *val, size_t len, int64
     CHECK_KEY(key);
     if (!val && len)
         return err_set(err, PL_EINVAL, "value", "kv: a value of %zu bytes at NULL", len);
+    if (len > KV_VALUE_MAX) /* Redis's own limit (proto-max-bulk-len): the same on every engine */
+        return err_set(err, PL_ETOOLARGE, "value", "kv: a value of %zu bytes (at most %u)", len, KV_VALUE_MAX);
     if (ttl_ms < 0)
         return err_set(err, PL_EINVAL, "ttl", "kv: a negative TTL (%lld ms)", (long long)ttl_ms);
     pkey p;
@@ -319,6 +323,8 @@ int kv_publish(kv *k, const char *channel, const void *msg, size_t len, pl_error
         return err_set(err, PL_EINVAL, "channel", "kv: a channel is required");
     if (!msg && len)
         return err_set(err, PL_EINVAL, "message", "kv: a message of %zu bytes at NULL", len);
+    if (len > KV_VALUE_MAX)
+        return err_set(err, PL_ETOOLARGE, "message", "kv: a message of %zu bytes (at most %u)", len, KV_VALUE_MAX);
     return k->d->xPublish(k->h, channel, msg ? msg : "", len, err);
 }
 

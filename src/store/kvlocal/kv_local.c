@@ -9,12 +9,12 @@
  * every feed lives on its own b-tree pages, so each op dirties two or three
  * random pages and the commit writes ~100 MB of WAL frames. The target is
  * 50 ms. So the layout is Redis's: every key lives in memory (sorted sets as
- * sorted arrays with a member index), and each write call appends ONE row to
- * an append-only log (kv_log) holding the call's effects, in one autocommit
- * transaction, before it returns; the fan-out's whole batch is one sequential
- * blob. A background thread folds the log into per-key rows (kv_data) every
- * so often and deletes the folded log rows; opening loads kv_data and replays
- * the log. Reads never touch SQLite.
+ * sorted arrays with a member index), and every write call's effects are
+ * appended to a log (kv_log) before the call returns; the fan-out's whole
+ * batch is one sequential blob. Concurrent writers share one append (group
+ * commit, w_commit). A background thread folds the log into per-key rows
+ * (kv_data) every so often and deletes the folded log rows; opening loads
+ * kv_data and replays the log. Reads never touch SQLite.
  *
  * Log records are effects, not requests: a trim is logged as the members it
  * removed, an INCR as the SET of its result with its absolute expiry. Every
@@ -25,15 +25,16 @@
  *
  * Durability: WAL with synchronous=NORMAL, as the sql engine: a process crash
  * loses nothing that returned; a power cut may lose the last commits. One
- * SQLite connection under a mutex writes (every write is an append by a
- * writer that already holds the store's write lock, so a pool could not run
- * two at once anyway); a second one, used only by the background thread, runs
- * WAL checkpoints so that their fsyncs never stall a writer.
+ * SQLite connection under a mutex writes (appends come from one group-commit
+ * leader at a time, so a pool would have nothing to run in parallel); a
+ * second one, used only by the background thread, runs the WAL checkpoints,
+ * so that no writer's commit ever runs one.
  *
- * Locks: `rw` guards the memory (readers share it; a writer holds it
- * exclusively from its first change until its log row is committed, so no
- * reader ever sees a change that may still be undone); `dbmu` guards the
- * SQLite connection and is only ever taken inside `rw` or alone.
+ * Locks, always taken in this order: `wmu` makes writers (and the sweeper,
+ * and the checkpoint's bookkeeping) go one at a time; `rw` guards the memory
+ * (readers share it; a writer holds it exclusively while it changes the
+ * memory, not while its record is written: see w_commit); `gmu` the group
+ * commit's queue; `dbmu` the SQLite connection.
  * Expired strings are invisible at once, removed by the next write that
  * touches them, and swept by the background thread a slice at a time.
  * One process per file: an flock on <file>.lock; inside a process, opening
@@ -57,7 +58,6 @@
 
 enum { T_STR = 1, T_ZSET = 2 };                  /* kv_data.type */
 enum { R_SET = 1, R_DEL = 2, R_ZADD = 3, R_ZREM = 4 }; /* log record kinds */
-enum { U_KEY, U_ZNEW, U_ZSCORE, U_ZREM };        /* undo kinds */
 
 #define FORMAT_VERSION 1
 #define TICK_MS 100
@@ -84,15 +84,12 @@ typedef struct buf {
     size_t n, cap;
 } buf;
 
-/* One change of the write in progress, for undoing it when its log row
- * cannot be committed. */
-typedef struct undo {
-    uint8_t kind;
-    kobj *o;          /* U_KEY: the object installed (NULL: the key was removed); else the set's owner */
-    kobj *old;        /* U_KEY: the object replaced (NULL: none); freed on success */
-    zent *e;          /* U_Z*: the entry; U_ZREM: detached, freed on success */
-    double score;     /* U_ZSCORE: the previous score */
-} undo;
+/* What the write in progress took out of the memory: freed once readers
+ * are let back in (the write itself still reads some of it). */
+typedef struct garbage {
+    kobj *o;
+    zent *e;
+} garbage;
 
 typedef struct lstore {
     char path[PATH_MAX];
@@ -100,14 +97,25 @@ typedef struct lstore {
     struct lstore *next;
     int lockfd;
 
+    pthread_mutex_t wmu;  /* one write (or sweep, or checkpoint swap) at a time */
     pthread_rwlock_t rw;
     htab keys;
     uint32_t epoch;
     char **dirty;     /* keys changed since the last checkpoint began (copies) */
     size_t ndirty, capdirty;
     buf wrec;         /* the log record of the write in progress */
-    undo *u;
-    size_t nu, capu;
+    garbage *g;
+    size_t ng, capg;
+
+    /* Group commit: records applied to memory wait here for one leader to
+     * append them all as one log row (gmu, gcv). */
+    pthread_mutex_t gmu;
+    pthread_cond_t gcv;
+    buf pend;
+    uint64_t tickets, durable; /* records queued so far / made durable so far */
+    bool committing;
+    int failed;       /* the log could not be written: no more writes */
+    char failmsg[200];
 
     pthread_mutex_t dbmu;
     sqlite3 *db;
@@ -287,19 +295,34 @@ static int wrongtype(pl_error *err, const char *key)
 
 /* ---- the write in progress ------------------------------------------------------------ */
 
-static void undo_push(lstore *st, uint8_t kind, kobj *o, kobj *old, zent *e, double score)
+static void trash(lstore *st, kobj *o, zent *e)
 {
-    if (st->nu == st->capu) {
-        st->capu = st->capu ? st->capu * 2 : 64;
-        st->u = xrealloc(st->u, st->capu * sizeof *st->u);
+    if (st->ng == st->capg) {
+        st->capg = st->capg ? st->capg * 2 : 64;
+        st->g = xrealloc(st->g, st->capg * sizeof *st->g);
     }
-    st->u[st->nu++] = (undo){.kind = kind, .o = o, .old = old, .e = e, .score = score};
+    st->g[st->ng++] = (garbage){.o = o, .e = e};
 }
 
-static void w_begin(lstore *st)
+/* A write: writers one at a time (wmu), the memory exclusively (rw) until
+ * w_commit. Refused once the log could not be written. */
+static int w_lock(lstore *st, pl_error *err)
 {
+    pthread_mutex_lock(&st->wmu);
+    pthread_mutex_lock(&st->gmu);
+    int failed = st->failed;
+    if (failed)
+        err_set(err, failed, NULL, "kv: %s refuses writes since its log failed (%s); reopen it", st->path,
+                st->failmsg);
+    pthread_mutex_unlock(&st->gmu);
+    if (failed) {
+        pthread_mutex_unlock(&st->wmu);
+        return failed;
+    }
+    pthread_rwlock_wrlock(&st->rw);
     st->wrec.n = 0;
-    st->nu = 0;
+    st->ng = 0;
+    return 0;
 }
 
 /* Replaces key's object `old` (NULL: none) by `cur` (NULL: the key goes). */
@@ -312,7 +335,8 @@ static void install(lstore *st, kobj *old, kobj *cur)
             cur->epoch = old->epoch;
         htab_put(&st->keys, &cur->he);
     }
-    undo_push(st, U_KEY, cur, old, NULL, 0);
+    if (old)
+        trash(st, old, NULL);
     mark_dirty(st, cur ? cur : old);
 }
 
@@ -326,45 +350,6 @@ static kobj *w_live(lstore *st, const char *key, size_t klen, uint64_t h, int64_
         o = NULL;
     }
     return o;
-}
-
-static void undo_all(lstore *st)
-{
-    for (size_t i = st->nu; i-- > 0;) {
-        undo *u = &st->u[i];
-        switch (u->kind) {
-        case U_KEY:
-            if (u->o) {
-                htab_del(&st->keys, &u->o->he);
-                obj_free(u->o);
-            }
-            if (u->old)
-                htab_put(&st->keys, &u->old->he);
-            break;
-        case U_ZNEW:
-            zset_remove(u->o->z, u->e);
-            free(u->e);
-            break;
-        case U_ZSCORE:
-            zset_rescore(u->o->z, u->e, u->score);
-            break;
-        case U_ZREM:
-            zset_insert(u->o->z, u->e);
-            break;
-        }
-    }
-    st->nu = 0;
-}
-
-static void finish_all(lstore *st)
-{
-    for (size_t i = 0; i < st->nu; i++) {
-        if (st->u[i].kind == U_KEY)
-            obj_free(st->u[i].old);
-        else if (st->u[i].kind == U_ZREM)
-            free(st->u[i].e);
-    }
-    st->nu = 0;
 }
 
 static int map_sqlite(sqlite3 *db, int rc, pl_error *err, const char *what)
@@ -384,10 +369,10 @@ static int map_sqlite(sqlite3 *db, int rc, pl_error *err, const char *what)
     return err_set(err, code, NULL, "kv: sqlite %s: %s", what, db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
 }
 
-static int log_append(lstore *st, pl_error *err)
+static int log_append(lstore *st, const buf *b, pl_error *err)
 {
     pthread_mutex_lock(&st->dbmu);
-    sqlite3_bind_blob64(st->st_log, 1, st->wrec.p, st->wrec.n, SQLITE_STATIC);
+    sqlite3_bind_blob64(st->st_log, 1, b->p, b->n, SQLITE_STATIC);
     int s = sqlite3_step(st->st_log);
     int rc = 0;
     if (s != SQLITE_DONE)
@@ -396,25 +381,78 @@ static int log_append(lstore *st, pl_error *err)
     sqlite3_clear_bindings(st->st_log);
     if (!rc) {
         st->last_seq = sqlite3_last_insert_rowid(st->db);
-        st->log_bytes += st->wrec.n;
+        st->log_bytes += b->n;
     }
     pthread_mutex_unlock(&st->dbmu);
     return rc;
 }
 
-/* Makes the write durable (its log row) or undoes it. */
+/* Waits until the record with this ticket is in the log. Whoever finds no
+ * append under way appends everything queued, as one row: concurrent writers
+ * share one commit (and one wait for the disk). */
+static int group_commit(lstore *st, uint64_t ticket, pl_error *err)
+{
+    pthread_mutex_lock(&st->gmu);
+    while (st->durable < ticket && !st->failed) {
+        if (st->committing) {
+            pthread_cond_wait(&st->gcv, &st->gmu);
+            continue;
+        }
+        buf b = st->pend;
+        uint64_t upto = st->tickets;
+        st->pend = (buf){0};
+        st->committing = true;
+        pthread_mutex_unlock(&st->gmu);
+        pl_error e = {0};
+        int rc = log_append(st, &b, &e);
+        free(b.p);
+        pthread_mutex_lock(&st->gmu);
+        st->committing = false;
+        if (rc) {
+            st->failed = rc;
+            snprintf(st->failmsg, sizeof st->failmsg, "%s", e.msg);
+            log_error("kv: %s: %s; the store refuses writes until it is reopened", st->path, e.msg);
+        } else {
+            st->durable = upto;
+        }
+        pthread_cond_broadcast(&st->gcv);
+    }
+    int rc = st->durable >= ticket ? 0 : st->failed;
+    if (rc)
+        err_set(err, rc, NULL, "kv: %s: the log could not be written: %s", st->path, st->failmsg);
+    pthread_mutex_unlock(&st->gmu);
+    return rc;
+}
+
+/* Ends a write: lets readers back in, queues its record in write order and
+ * waits until the record is durable. Readers may thus see a write a moment
+ * before it is durable, never one that is not applied; they never wait for the
+ * disk (a WAL append can stall for tens of ms while a checkpoint's fsync
+ * writes the same page back). If the log cannot be written (I/O error, full
+ * disk) the writes waiting for it fail and the store takes no more writes, as
+ * Redis stops accepting writes when its AOF cannot be written: the memory may
+ * then hold changes the log does not. */
 static int w_commit(lstore *st, pl_error *err)
 {
-    int rc = st->wrec.n ? log_append(st, err) : 0;
-    if (rc)
-        undo_all(st);
-    else
-        finish_all(st);
+    pthread_rwlock_unlock(&st->rw);
+    for (size_t i = 0; i < st->ng; i++) {
+        obj_free(st->g[i].o);
+        free(st->g[i].e);
+    }
+    st->ng = 0;
+    uint64_t ticket = 0;
+    if (st->wrec.n) {
+        pthread_mutex_lock(&st->gmu);
+        buf_put(&st->pend, st->wrec.p, st->wrec.n);
+        ticket = ++st->tickets;
+        pthread_mutex_unlock(&st->gmu);
+    }
     if (st->wrec.cap > (1u << 20)) { /* a fan-out's record: do not keep megabytes around */
         free(st->wrec.p);
         st->wrec = (buf){0};
     }
-    return rc;
+    pthread_mutex_unlock(&st->wmu);
+    return ticket ? group_commit(st, ticket, err) : 0;
 }
 
 static void rec_set(lstore *st, const kobj *o)
@@ -452,8 +490,9 @@ static int x_set(void *h, const char *key, const void *val, size_t len, int64_t 
     size_t kl = strlen(key);
     uint64_t hh = kvl_hash(key, kl);
     int64_t now = time_now_ms();
-    pthread_rwlock_wrlock(&st->rw);
-    w_begin(st);
+    int lrc = w_lock(st, err);
+    if (lrc)
+        return lrc;
     kobj *o = w_live(st, key, kl, hh, now);
     int res = 0;
     if (!(nx && o)) {
@@ -463,7 +502,6 @@ static int x_set(void *h, const char *key, const void *val, size_t len, int64_t 
         res = 1;
     }
     int rc = w_commit(st, err);
-    pthread_rwlock_unlock(&st->rw);
     return rc ? rc : res;
 }
 
@@ -495,15 +533,15 @@ static int x_del(void *h, const char *key, pl_error *err)
     lstore *st = h;
     size_t kl = strlen(key);
     uint64_t hh = kvl_hash(key, kl);
-    pthread_rwlock_wrlock(&st->rw);
-    w_begin(st);
+    int lrc = w_lock(st, err);
+    if (lrc)
+        return lrc;
     kobj *o = w_live(st, key, kl, hh, time_now_ms());
     if (o) {
         install(st, o, NULL);
         rec_key(st, R_DEL, o);
     }
     int rc = w_commit(st, err);
-    pthread_rwlock_unlock(&st->rw);
     return rc ? rc : o != NULL;
 }
 
@@ -555,8 +593,9 @@ static int x_incr(void *h, const char *key, int64_t by, int64_t ttl_ms, int64_t 
     size_t kl = strlen(key);
     uint64_t hh = kvl_hash(key, kl);
     int64_t now = time_now_ms();
-    pthread_rwlock_wrlock(&st->rw);
-    w_begin(st);
+    int lrc = w_lock(st, err);
+    if (lrc)
+        return lrc;
     kobj *o = w_live(st, key, kl, hh, now);
     int64_t cur = 0, v = 0;
     int bad = 0;
@@ -575,7 +614,6 @@ static int x_incr(void *h, const char *key, int64_t by, int64_t ttl_ms, int64_t 
         rec_set(st, n);
     }
     int rc = w_commit(st, err);
-    pthread_rwlock_unlock(&st->rw);
     if (!bad && !rc)
         *value = v;
     return bad ? bad : rc;
@@ -591,8 +629,8 @@ typedef struct trim_ctx {
 static void trimmed(void *ud, zent *e)
 {
     trim_ctx *t = ud;
-    undo_push(t->st, U_ZREM, t->o, NULL, e, 0);
     rec_zrem(t->st, t->o, e);
+    trash(t->st, NULL, e);
 }
 
 /* Removes the lowest members beyond `keep`; the key goes when it empties. */
@@ -614,8 +652,9 @@ static int x_zadd_batch(void *h, const kv_zop *ops, size_t n, pl_error *err)
     lstore *st = h;
     int64_t now = time_now_ms();
     int first = 0;
-    pthread_rwlock_wrlock(&st->rw);
-    w_begin(st);
+    int lrc = w_lock(st, err);
+    if (lrc)
+        return lrc;
     for (size_t i = 0; i < n; i++) {
         const kv_zop *op = &ops[i];
         size_t kl = strlen(op->key), ml = strlen(op->member);
@@ -635,11 +674,9 @@ static int x_zadd_batch(void *h, const kv_zop *ops, size_t n, pl_error *err)
         if (!e) {
             e = zent_new(op->member, ml, op->score);
             zset_insert(o->z, e);
-            undo_push(st, U_ZNEW, o, NULL, e, 0);
             rec_zadd(st, o, e);
             mark_dirty(st, o);
         } else if (e->score != op->score) {
-            undo_push(st, U_ZSCORE, o, NULL, e, e->score);
             zset_rescore(o->z, e, op->score);
             rec_zadd(st, o, e);
             mark_dirty(st, o);
@@ -648,7 +685,6 @@ static int x_zadd_batch(void *h, const kv_zop *ops, size_t n, pl_error *err)
             w_trim(st, o, op->trim_to);
     }
     int rc = w_commit(st, err);
-    pthread_rwlock_unlock(&st->rw);
     return rc ? rc : first;
 }
 
@@ -657,8 +693,9 @@ static int x_zrem(void *h, const char *key, const char *member, pl_error *err)
     lstore *st = h;
     size_t kl = strlen(key);
     uint64_t hh = kvl_hash(key, kl);
-    pthread_rwlock_wrlock(&st->rw);
-    w_begin(st);
+    int lrc = w_lock(st, err);
+    if (lrc)
+        return lrc;
     kobj *o = w_live(st, key, kl, hh, time_now_ms());
     int res = 0;
     if (o && o->type != T_ZSET) {
@@ -667,8 +704,8 @@ static int x_zrem(void *h, const char *key, const char *member, pl_error *err)
         zent *e = zset_find(o->z, member, strlen(member));
         if (e) {
             zset_remove(o->z, e);
-            undo_push(st, U_ZREM, o, NULL, e, 0);
             rec_zrem(st, o, e);
+            trash(st, NULL, e);
             mark_dirty(st, o);
             if (o->z->n == 0)
                 install(st, o, NULL);
@@ -676,7 +713,6 @@ static int x_zrem(void *h, const char *key, const char *member, pl_error *err)
         }
     }
     int rc = w_commit(st, err);
-    pthread_rwlock_unlock(&st->rw);
     return rc ? rc : res;
 }
 
@@ -685,8 +721,9 @@ static int x_ztrim(void *h, const char *key, size_t keep, pl_error *err)
     lstore *st = h;
     size_t kl = strlen(key);
     uint64_t hh = kvl_hash(key, kl);
-    pthread_rwlock_wrlock(&st->rw);
-    w_begin(st);
+    int lrc = w_lock(st, err);
+    if (lrc)
+        return lrc;
     kobj *o = w_live(st, key, kl, hh, time_now_ms());
     int res = 0;
     if (o && o->type != T_ZSET)
@@ -696,7 +733,6 @@ static int x_ztrim(void *h, const char *key, size_t keep, pl_error *err)
         res = removed > INT32_MAX ? INT32_MAX : (int)removed;
     }
     int rc = w_commit(st, err);
-    pthread_rwlock_unlock(&st->rw);
     return rc ? rc : res;
 }
 
@@ -1057,8 +1093,12 @@ static void store_free(lstore *st)
         free(st->dirty[i]);
     free(st->dirty);
     free(st->wrec.p);
-    free(st->u);
+    free(st->pend.p);
+    free(st->g);
     pthread_rwlock_destroy(&st->rw);
+    pthread_mutex_destroy(&st->wmu);
+    pthread_mutex_destroy(&st->gmu);
+    pthread_cond_destroy(&st->gcv);
     pthread_mutex_destroy(&st->dbmu);
     pthread_mutex_destroy(&st->mmu);
     pthread_cond_destroy(&st->mcv);
@@ -1081,6 +1121,9 @@ static int store_open(const char *path, lstore **out, pl_error *err)
     pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
     pthread_rwlock_init(&st->rw, &ra);
     pthread_rwlockattr_destroy(&ra);
+    pthread_mutex_init(&st->wmu, NULL);
+    pthread_mutex_init(&st->gmu, NULL);
+    pthread_cond_init(&st->gcv, NULL);
     pthread_mutex_init(&st->dbmu, NULL);
     pthread_mutex_init(&st->mmu, NULL);
     pthread_cond_init(&st->mcv, NULL);
@@ -1156,6 +1199,7 @@ static int x_open(const char *url, const kv_options *o, void **out, pl_error *er
 static void sweep(lstore *st)
 {
     int64_t now = time_now_ms();
+    pthread_mutex_lock(&st->wmu);
     pthread_rwlock_wrlock(&st->rw);
     size_t cap = st->keys.cap;
     if (st->sweep_at >= cap)
@@ -1172,6 +1216,7 @@ static void sweep(lstore *st)
         st->sweep_at = (st->sweep_at + 1) & (cap - 1);
     }
     pthread_rwlock_unlock(&st->rw);
+    pthread_mutex_unlock(&st->wmu);
 }
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
@@ -1233,6 +1278,7 @@ static int ck_write(lstore *st, const ckitem *it, size_t n, const buf *b)
  * of this checkpoint go. Writers continue meanwhile (see the top). */
 static void checkpoint(lstore *st)
 {
+    pthread_mutex_lock(&st->wmu);
     pthread_rwlock_wrlock(&st->rw);
     char **keys = st->dirty;
     size_t nkeys = st->ndirty;
@@ -1246,6 +1292,7 @@ static void checkpoint(lstore *st)
     uint64_t folded = st->log_bytes;
     pthread_mutex_unlock(&st->dbmu);
     pthread_rwlock_unlock(&st->rw);
+    pthread_mutex_unlock(&st->wmu);
 
     qsort(keys, nkeys, sizeof *keys, cmp_str);
     size_t uniq = 0;
@@ -1301,6 +1348,7 @@ static void checkpoint(lstore *st)
     }
     if (rc) {
         /* Try again at the next checkpoint: the keys go back to the list. */
+        pthread_mutex_lock(&st->wmu);
         pthread_rwlock_wrlock(&st->rw);
         for (size_t i = 0; i < nkeys; i++) {
             if (st->ndirty == st->capdirty) {
@@ -1310,6 +1358,7 @@ static void checkpoint(lstore *st)
             st->dirty[st->ndirty++] = keys[i];
         }
         pthread_rwlock_unlock(&st->rw);
+        pthread_mutex_unlock(&st->wmu);
         free(keys);
     } else {
         for (size_t i = 0; i < nkeys; i++)

@@ -488,14 +488,20 @@ static int x_incr(void *h, const char *key, int64_t by, int64_t ttl_ms, int64_t 
     char sby[24], sttl[24];
     snprintf(sby, sizeof sby, "%" PRId64, by);
     snprintf(sttl, sizeof sttl, "%" PRId64, ttl_ms);
+    if (ttl_ms == 0) { /* no TTL to give: INCRBY alone is atomic */
+        long long v = 0;
+        int rc = run_int(r, 3, (const char *[]){"INCRBY", key, sby}, NULL, &v, err);
+        if (!rc)
+            *value = v;
+        return rc;
+    }
     rconn *c;
     int rc = acquire(r, &c, err);
     if (rc)
         return rc;
     int n = 0;
     redisAppendCommandArgv(c->c, 1, (const char *[]){"MULTI"}, NULL), n++;
-    if (ttl_ms > 0)
-        redisAppendCommandArgv(c->c, 6, (const char *[]){"SET", key, "0", "PX", sttl, "NX"}, NULL), n++;
+    redisAppendCommandArgv(c->c, 6, (const char *[]){"SET", key, "0", "PX", sttl, "NX"}, NULL), n++;
     redisAppendCommandArgv(c->c, 3, (const char *[]){"INCRBY", key, sby}, NULL), n++;
     redisAppendCommandArgv(c->c, 1, (const char *[]){"EXEC"}, NULL), n++;
     redisReply *rep = NULL;
@@ -507,7 +513,7 @@ static int x_incr(void *h, const char *key, int64_t by, int64_t ttl_ms, int64_t 
             return broken(r, c, err);
     }
     release(r, c);
-    /* EXEC's reply: [SET's, INCRBY's] or [INCRBY's]. */
+    /* EXEC's reply: [SET's, INCRBY's]. */
     if (rep->type == REDIS_REPLY_ERROR) { /* EXECABORT */
         rc = reply_error(rep, err);
     } else if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 1) {
