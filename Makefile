@@ -11,7 +11,7 @@ SHELL    := /bin/bash
 B        ?= build
 CC       ?= gcc
 JOBS     ?= 2
-PKGS     := libmicrohttpd jansson inih sqlite3 libsodium libargon2 libpq hiredis
+PKGS     := libmicrohttpd jansson inih sqlite3 libsodium libargon2 libpq hiredis libnats
 CPPFLAGS := -Isrc -I$(B)/gen -D_GNU_SOURCE $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 WARN     := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wpointer-arith \
             -Wformat=2 -Wvla -Wcast-align -Wwrite-strings -Wnull-dereference -Wundef \
@@ -130,13 +130,14 @@ $(B)/asan/conformance-tests: $(ASAN_OBJ) $(patsubst %.c,$(B)/asan/%.o,$(CONF_SRC
 	$(CC) $(ASAN_CFLAGS) $(ASAN_LDFLAGS) -o $@ $^ $(LIBS) -lcriterion
 
 # Starts PostgreSQL, Redis and NATS (scripts/engines.sh) in a temporary directory, runs every case on
-# every engine, then the PostgreSQL restart cases alone (they restart the server), and stops the engines.
+# every engine, then the PostgreSQL restart and NATS outage cases alone (they stop servers), and stops the engines.
 test-conformance: $(B)/asan/conformance-tests
 	@dir=$$(mktemp -d /tmp/pulse-engines.XXXXXX); \
 	trap 'bash scripts/engines.sh stop "$$dir"; rm -rf "$$dir"' EXIT; \
 	bash scripts/engines.sh start "$$dir" && set -a && . "$$dir/engines.env" && set +a && \
 	ASAN_OPTIONS=detect_leaks=1 ./$(B)/asan/conformance-tests --jobs 2 && \
-	PULSE_TEST_PG_FAULTS=1 ASAN_OPTIONS=detect_leaks=1 ./$(B)/asan/conformance-tests --jobs 1 --filter 'sql_pg_fault/*'
+	PULSE_TEST_PG_FAULTS=1 ASAN_OPTIONS=detect_leaks=1 ./$(B)/asan/conformance-tests --jobs 1 --filter 'sql_pg_fault/*' && \
+	PULSE_TEST_NATS_FAULTS=1 ASAN_OPTIONS=detect_leaks=1 ./$(B)/asan/conformance-tests --jobs 1 --filter 'bus_nats_fault/*'
 
 # ---- fuzz: libFuzzer drivers for the parsers (tests/fuzz; see tests/README.md).
 # Not part of `make test`. Each target runs FUZZ_RUNS inputs from its seed

@@ -15,6 +15,7 @@ struct bus_sub {
 };
 
 extern const bus_driver bus_local_driver;
+extern const bus_driver bus_nats_driver;
 
 #define MAX_DRIVERS 4
 static const bus_driver *drivers[MAX_DRIVERS];
@@ -35,6 +36,7 @@ void bus_register(const bus_driver *d)
 static const bus_driver *driver_for(const char *url)
 {
     bus_register(&bus_local_driver);
+    bus_register(&bus_nats_driver);
     if (!*url)
         return &bus_local_driver;
     const bus_driver *found = NULL;
