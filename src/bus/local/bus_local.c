@@ -6,9 +6,16 @@
  * waiting to redeliver, the dead letters and the re-drive queue.
  *
  * Wake-ups: a publish in this process broadcasts a condition variable;
- * publishes by other processes are seen through inotify on the WAL file. A
- * waiting consumer therefore sees a committed event at once, without a poll
- * interval (a 250 ms timed wait remains as a safety net).
+ * publishes by other processes are seen through inotify on the WAL file (the
+ * watcher thread broadcasts when the log's head or the re-drive queue moved
+ * past what this process wrote itself). A waiting consumer therefore sees a
+ * committed event at once, without a poll interval (a 250 ms timed wait
+ * remains as a safety net).
+ *
+ * Checkpoints: the connections of this process do not checkpoint when they
+ * commit (that fsyncs, and would stall a publish or a fetch); they report
+ * the WAL's size and the watcher thread checkpoints (PASSIVE) once it passes
+ * SQLite's usual 1,000 frames.
  *
  * Cursor writes are batched: acks update memory and are flushed at the next
  * fetch (or on close). A crash can therefore redeliver a few settled
@@ -35,17 +42,42 @@
 
 #define MAX_PARTS 64
 
+/* The statements of the hot paths (publish, fetch, flush) stay prepared for
+ * the life of their connection; the rest are prepared per use. */
+enum { Q_APPEND, Q_FETCH, Q_REDRIVE, Q_FLUSH, Q_HEADS, NQ };
+static const char *const hot_sql[NQ] = {
+    [Q_APPEND] = "INSERT OR IGNORE INTO events (id, type, phash, time_ms, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+    [Q_FETCH] = "SELECT seq, id, type, phash, body FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+    [Q_REDRIVE] = "SELECT r.id, e.seq, e.id, e.type, e.body, e.phash FROM redrive r JOIN events e ON e.seq = r.seq"
+                  " WHERE r.grp = ?1 ORDER BY r.id LIMIT ?2",
+    [Q_FLUSH] = "UPDATE cursors SET acked = ?3 WHERE grp = ?1 AND part = ?2 AND owner = ?4",
+    [Q_HEADS] = "SELECT (SELECT coalesce(max(seq), 0) FROM events), (SELECT coalesce(max(id), 0) FROM redrive)",
+};
+
+#define CHECKPOINT_FRAMES 1000
+
+typedef struct hot {
+    sqlite3_stmt *st[NQ];
+} hot;
+
 typedef struct lbus {
     char path[PATH_MAX];
     char dir[PATH_MAX];
     bus_options o;
     sqlite3 *w;                 /* publisher connection, under wlock */
+    hot wq;                     /* its statements */
     pthread_mutex_t wlock;
     pthread_mutex_t lock;       /* guards version */
     pthread_cond_t changed;
     uint64_t version;           /* bumped on every commit seen */
     pthread_t watcher;
     int inotify_fd;
+    sqlite3 *wc;                /* the watcher's connection (NULL: commits checkpoint themselves) */
+    hot wcq;
+    uint64_t seen_head;         /* the watcher's last look at the log's head */
+    int64_t seen_redrive;       /* and at the re-drive queue */
+    _Atomic uint64_t local_head; /* the highest seq appended by this process */
+    atomic_int wal_frames;      /* the WAL's size after the last commit in this process */
     atomic_bool stop;
 } lbus;
 
@@ -60,6 +92,7 @@ typedef struct part {
 typedef struct lsub {
     lbus *b;
     sqlite3 *c;
+    hot q;                      /* c's statements */
     char group[96];
     char owner[40];
     char **patterns;
@@ -108,6 +141,29 @@ static int sq_prepare(sqlite3 *c, const char *sql, sqlite3_stmt **st, pl_error *
 {
     int rc = sqlite3_prepare_v2(c, sql, -1, st, NULL);
     return rc ? sq_err(c, rc, err, "prepare") : 0;
+}
+
+/* A hot statement of connection c, ready to bind; give it back with hot_put. */
+static int hot_get(sqlite3 *c, hot *h, int q, sqlite3_stmt **st, pl_error *err)
+{
+    int rc = h->st[q] ? SQLITE_OK : sqlite3_prepare_v3(c, hot_sql[q], -1, SQLITE_PREPARE_PERSISTENT, &h->st[q], NULL);
+    *st = h->st[q];
+    return rc ? sq_err(c, rc, err, "prepare") : 0;
+}
+
+/* Ends a use: the statement's read or write is over and its bindings are dropped. */
+static void hot_put(sqlite3_stmt *st)
+{
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+}
+
+static void hot_free(hot *h) /* before the connection closes */
+{
+    for (int i = 0; i < NQ; i++) {
+        sqlite3_finalize(h->st[i]);
+        h->st[i] = NULL;
+    }
 }
 
 /* Runs a statement to completion; binds are done by the caller. */
@@ -174,6 +230,56 @@ static void wait_change(lbus *b, uint64_t seen, int timeout_ms)
     pthread_mutex_unlock(&b->lock);
 }
 
+/* Commits in this process report the WAL's size instead of checkpointing. */
+static int on_wal(void *ud, sqlite3 *c, const char *db, int frames)
+{
+    (void)c, (void)db;
+    atomic_store(&((lbus *)ud)->wal_frames, frames);
+    return SQLITE_OK;
+}
+
+static void hand_checkpoints_to_watcher(lbus *b, sqlite3 *c)
+{
+    if (b->wc)
+        sqlite3_wal_hook(c, on_wal, b);
+}
+
+/* Notes what this process appended on c (call after its commit). */
+static void note_append(lbus *b, sqlite3 *c)
+{
+    uint64_t seq = (uint64_t)sqlite3_last_insert_rowid(c), cur = atomic_load(&b->local_head);
+    while (seq > cur && !atomic_compare_exchange_weak(&b->local_head, &cur, seq))
+        ;
+}
+
+/* True when the log's head or the re-drive queue moved past what this process
+ * wrote (and announced) itself: another process committed. */
+static bool foreign_commit(lbus *b)
+{
+    sqlite3_stmt *st;
+    if (!b->wc || hot_get(b->wc, &b->wcq, Q_HEADS, &st, NULL))
+        return true;
+    bool moved = true;
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        uint64_t head = (uint64_t)sqlite3_column_int64(st, 0);
+        int64_t redrive = sqlite3_column_int64(st, 1);
+        moved = (head > b->seen_head && head > atomic_load(&b->local_head)) || redrive > b->seen_redrive;
+        b->seen_head = head;
+        b->seen_redrive = redrive;
+    }
+    hot_put(st);
+    return moved;
+}
+
+static void checkpoint(lbus *b)
+{
+    if (!b->wc || atomic_load(&b->wal_frames) < CHECKPOINT_FRAMES)
+        return;
+    int log = 0, done = 0;
+    if (sqlite3_wal_checkpoint_v2(b->wc, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &done) == SQLITE_OK && done >= log)
+        atomic_store(&b->wal_frames, 0); /* the next commit starts the WAL over */
+}
+
 static void retention(lbus *b)
 {
     int64_t cutoff = time_now_ms() - b->o.retention_age_ms;
@@ -191,7 +297,7 @@ static void retention(lbus *b)
     pthread_mutex_unlock(&b->wlock);
 }
 
-/* Sees commits of other processes (inotify on the WAL) and runs retention. */
+/* Sees commits of other processes (inotify on the WAL), checkpoints, and runs retention. */
 static void *watch(void *arg)
 {
     lbus *b = arg;
@@ -205,15 +311,16 @@ static void *watch(void *arg)
             bool wal = false;
             for (char *p = buf; len > 0 && p < buf + len;) {
                 struct inotify_event *e = (struct inotify_event *)p;
-                if (e->len && strcmp(e->name, "bus.db-wal") == 0)
+                if (!e->len || strcmp(e->name, "bus.db-wal") == 0) /* the WAL's own watch, or the directory's */
                     wal = true;
                 p += sizeof *e + e->len;
             }
-            if (wal)
+            if (wal && foreign_commit(b))
                 bump(b);
         } else {
             bump(b); /* safety net for missed notifications */
         }
+        checkpoint(b);
         if (time_now_ms() >= next_retention) {
             retention(b);
             next_retention = time_now_ms() + 60000;
@@ -267,14 +374,25 @@ static int x_open(const char *url, const bus_options *o, void **out, pl_error *e
         free(b);
         return rc;
     }
+    if (sq_open(b->path, &b->wc, NULL)) {
+        sqlite3_close(b->wc); /* without it, commits checkpoint as usual */
+        b->wc = NULL;
+    }
+    hand_checkpoints_to_watcher(b, b->w);
     pthread_mutex_init(&b->wlock, NULL);
     pthread_mutex_init(&b->lock, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_cond_init(&b->changed, &ca);
     pthread_condattr_destroy(&ca);
+    /* Watch the WAL itself (it exists from now on: b->w keeps it open), so that
+     * writes to the other files of the data directory (the service stores) cost
+     * nothing here; the directory is the fallback. */
+    char wal[PATH_MAX + 8];
+    snprintf(wal, sizeof wal, "%s-wal", b->path);
     b->inotify_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
-    if (b->inotify_fd >= 0 && inotify_add_watch(b->inotify_fd, b->dir, IN_MODIFY | IN_CREATE) < 0) {
+    if (b->inotify_fd >= 0 && inotify_add_watch(b->inotify_fd, wal, IN_MODIFY) < 0 &&
+        inotify_add_watch(b->inotify_fd, b->dir, IN_MODIFY | IN_CREATE) < 0) {
         close(b->inotify_fd);
         b->inotify_fd = -1;
     }
@@ -291,6 +409,9 @@ static void x_close(void *h)
     pthread_join(b->watcher, NULL);
     if (b->inotify_fd >= 0)
         close(b->inotify_fd);
+    hot_free(&b->wq);
+    hot_free(&b->wcq);
+    sqlite3_close(b->wc);
     sqlite3_close(b->w);
     pthread_mutex_destroy(&b->wlock);
     pthread_mutex_destroy(&b->lock);
@@ -309,12 +430,11 @@ static int x_ping(void *h, pl_error *err)
 
 /* ---- publish --------------------------------------------------------------------------- */
 
-/* Appends within the caller's write transaction on connection c. */
-static int append(sqlite3 *c, const bus_out *m, size_t n, pl_error *err)
+/* Appends within the caller's write transaction on connection c (statements h). */
+static int append(sqlite3 *c, hot *h, const bus_out *m, size_t n, pl_error *err)
 {
     sqlite3_stmt *st;
-    int rc = sq_prepare(c, "INSERT OR IGNORE INTO events (id, type, phash, time_ms, body) VALUES (?1, ?2, ?3, ?4, ?5)",
-                        &st, err);
+    int rc = hot_get(c, h, Q_APPEND, &st, err);
     if (rc)
         return rc;
     int64_t now = time_now_ms();
@@ -329,7 +449,7 @@ static int append(sqlite3 *c, const bus_out *m, size_t n, pl_error *err)
             rc = sq_err(c, s, err, "append");
         sqlite3_reset(st);
     }
-    sqlite3_finalize(st);
+    hot_put(st);
     return rc;
 }
 
@@ -339,11 +459,13 @@ static int x_publish(void *h, const bus_out *m, size_t n, pl_error *err)
     pthread_mutex_lock(&b->wlock);
     int rc = sq_exec(b->w, "BEGIN IMMEDIATE", err);
     if (!rc) {
-        rc = append(b->w, m, n, err);
+        rc = append(b->w, &b->wq, m, n, err);
         if (!rc)
             rc = sq_exec(b->w, "COMMIT", err);
         if (rc)
             sqlite3_exec(b->w, "ROLLBACK", NULL, NULL, NULL);
+        else
+            note_append(b, b->w);
     }
     pthread_mutex_unlock(&b->wlock);
     if (!rc)
@@ -373,7 +495,7 @@ static int flush(lsub *s, pl_error *err)
     if (rc)
         return rc;
     sqlite3_stmt *st;
-    if (!(rc = sq_prepare(s->c, "UPDATE cursors SET acked = ?3 WHERE grp = ?1 AND part = ?2 AND owner = ?4", &st, err))) {
+    if (!(rc = hot_get(s->c, &s->q, Q_FLUSH, &st, err))) {
         for (int i = 0; i < s->nparts && !rc; i++) {
             if (!s->p[i].owned || !s->p[i].dirty)
                 continue;
@@ -387,7 +509,7 @@ static int flush(lsub *s, pl_error *err)
             sqlite3_reset(st);
             s->p[i].dirty = false;
         }
-        sqlite3_finalize(st);
+        hot_put(st);
     }
     if (!rc)
         rc = sq_exec(s->c, "COMMIT", err);
@@ -587,6 +709,7 @@ static int x_subscribe(void *h, const bus_sub_options *o, void **out, pl_error *
     int rc = sq_open(b->path, &s->c, err);
     if (rc)
         goto fail;
+    hand_checkpoints_to_watcher(b, s->c);
     /* The group and its partition rows exist once; the partition count is fixed then. */
     if ((rc = sq_exec(s->c, "BEGIN IMMEDIATE", err)))
         goto fail;
@@ -643,6 +766,7 @@ static void x_unsubscribe(void *h)
         sqlite3_bind_text(st, 2, s->owner, -1, SQLITE_STATIC);
         sq_done(s->c, st, NULL);
     }
+    hot_free(&s->q);
     sqlite3_close(s->c);
     for (char **p = s->patterns; *p; p++)
         free(*p);
@@ -656,10 +780,7 @@ static void x_unsubscribe(void *h)
 static int fetch_redrive(lsub *s, bus_msg *out, size_t max, size_t *n, pl_error *err)
 {
     sqlite3_stmt *st;
-    int rc = sq_prepare(s->c,
-                        "SELECT r.id, e.seq, e.id, e.type, e.body, e.phash FROM redrive r JOIN events e ON e.seq = r.seq"
-                        " WHERE r.grp = ?1 ORDER BY r.id LIMIT ?2",
-                        &st, err);
+    int rc = hot_get(s->c, &s->q, Q_REDRIVE, &st, err);
     if (rc)
         return rc;
     sqlite3_bind_text(st, 1, s->group, -1, SQLITE_STATIC);
@@ -675,7 +796,7 @@ static int fetch_redrive(lsub *s, bus_msg *out, size_t max, size_t *n, pl_error 
         m->deliveries = 1;
         m->partition = (int)((uint32_t)sqlite3_column_int64(st, 5) % (uint32_t)s->nparts);
     }
-    sqlite3_finalize(st);
+    hot_put(st);
     return 0;
 }
 
@@ -695,8 +816,7 @@ static int fetch_log(lsub *s, bus_msg *out, size_t max, size_t *n, int64_t now, 
     if (low == UINT64_MAX)
         return 0;
     sqlite3_stmt *st;
-    int rc = sq_prepare(s->c, "SELECT seq, id, type, phash, body FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-                        &st, err);
+    int rc = hot_get(s->c, &s->q, Q_FETCH, &st, err);
     if (rc)
         return rc;
     sqlite3_bind_int64(st, 1, (int64_t)low);
@@ -730,7 +850,7 @@ static int fetch_log(lsub *s, bus_msg *out, size_t max, size_t *n, int64_t now, 
         m->deliveries = seq == p->retry_seq ? p->retry_deliveries + 1 : 1;
         p->last_delivered = seq;
     }
-    sqlite3_finalize(st);
+    hot_put(st);
     if (r == SQLITE_DONE) {
         /* Reached the head: partitions with no events up to here are caught up too. */
         for (int i = 0; i < s->nparts; i++) {
@@ -879,7 +999,7 @@ static int dead_letter(lsub *s, const bus_msg *m, const char *error, pl_error *e
         rc = sq_done(s->c, st, err);
     }
     if (!rc)
-        rc = append(s->c, &out, 1, err);
+        rc = append(s->c, &s->q, &out, 1, err);
     if (!rc && !m->redrive_id &&
         !(rc = sq_prepare(s->c,
                           "UPDATE cursors SET acked = ?3, retry_seq = NULL, retry_deliveries = NULL, retry_after = NULL,"
@@ -899,6 +1019,8 @@ static int dead_letter(lsub *s, const bus_msg *m, const char *error, pl_error *e
     rc = rc ? rc : sq_exec(s->c, "COMMIT", err);
     if (rc)
         sqlite3_exec(s->c, "ROLLBACK", NULL, NULL, NULL);
+    else
+        note_append(s->b, s->c);
     free(body);
     if (rc)
         return rc;
