@@ -63,7 +63,7 @@ enum { R_SET = 1, R_DEL = 2, R_ZADD = 3, R_ZREM = 4 }; /* log record kinds */
 #define TICK_MS 100
 #define SWEEP_SLOTS 4096                /* hash slots the sweeper visits per tick */
 #define CKPT_LOG_BYTES (64ull << 20)    /* fold the log once it holds this much... */
-#define CKPT_INTERVAL_MS 60000          /* ...or this long after the last fold */
+#define CKPT_INTERVAL_MS 60000          /* ...or this long after the last fold (both: URL options) */
 #define CKPT_CHUNK_BYTES (1u << 20)     /* keys serialised per lock hold / transaction */
 #define CKPT_CHUNK_KEYS 2048
 #define WAL_CKPT_PAGES 1000             /* WAL pages that trigger a background WAL checkpoint */
@@ -125,6 +125,8 @@ typedef struct lstore {
     int wal_pages;      /* set by the WAL hook, read by the background thread */
 
     sqlite3 *ckdb;      /* WAL checkpoints (background thread only) */
+    uint64_t ckpt_bytes;
+    int64_t ckpt_ms;
     pthread_t th;
     pthread_mutex_t mmu;
     pthread_cond_t mcv;
@@ -1107,12 +1109,14 @@ static void store_free(lstore *st)
     free(st);
 }
 
-static int store_open(const char *path, lstore **out, pl_error *err)
+static int store_open(const char *path, uint64_t ckpt_bytes, int64_t ckpt_ms, lstore **out, pl_error *err)
 {
     lstore *st = calloc(1, sizeof *st);
     if (!st)
         abort();
     snprintf(st->path, sizeof st->path, "%s", path);
+    st->ckpt_bytes = ckpt_bytes;
+    st->ckpt_ms = ckpt_ms;
     st->lockfd = -1;
     st->epoch = 1;
     pthread_rwlockattr_t ra;
@@ -1163,26 +1167,60 @@ fail:
     return rc;
 }
 
+/* "embedded:[file][?checkpoint_bytes=N&checkpoint_ms=N]": the file defaults to
+ * <data_dir>/<service>.kv.db; the options tune when the log is folded (smaller:
+ * faster opens after a crash, more rewriting; the tests use them to fold often). */
+static int parse_url(const char *url, const kv_options *o, char *path, size_t size, uint64_t *ckpt_bytes,
+                     int64_t *ckpt_ms, pl_error *err)
+{
+    const char *file = strncmp(url, "embedded:", 9) == 0 ? url + 9 : url;
+    size_t flen = strcspn(file, "?");
+    *ckpt_bytes = CKPT_LOG_BYTES;
+    *ckpt_ms = CKPT_INTERVAL_MS;
+    for (const char *q = file[flen] ? file + flen + 1 : ""; *q;) {
+        size_t n = strcspn(q, "&");
+        char *end = NULL;
+        long long v = -1;
+        const char *eq = memchr(q, '=', n);
+        if (eq)
+            v = strtoll(eq + 1, &end, 10);
+        if (!eq || v < 1 || end != q + n)
+            return err_set(err, PL_ECONFIG, "kv", "kv: embedded URL option \"%.*s\" (want name=positive number)",
+                           (int)n, q);
+        if ((size_t)(eq - q) == 16 && !strncmp(q, "checkpoint_bytes", 16))
+            *ckpt_bytes = (uint64_t)v;
+        else if ((size_t)(eq - q) == 13 && !strncmp(q, "checkpoint_ms", 13))
+            *ckpt_ms = v;
+        else
+            return err_set(err, PL_ECONFIG, "kv", "kv: unknown embedded URL option \"%.*s\"", (int)n, q);
+        q += n + (q[n] == '&');
+    }
+    if (flen) {
+        snprintf(path, size, "%.*s", (int)flen, file);
+        return 0;
+    }
+    const char *dir = o->data_dir && *o->data_dir ? o->data_dir : ".";
+    if (mkdir_p(dir))
+        return err_set(err, PL_EIO, "data", "kv: cannot create data directory %s: %s", dir, strerror(errno));
+    snprintf(path, size, "%s/%s.kv.db", dir, o->service);
+    return 0;
+}
+
 static int x_open(const char *url, const kv_options *o, void **out, pl_error *err)
 {
     char path[PATH_MAX];
-    const char *file = strncmp(url, "embedded:", 9) == 0 ? url + 9 : url;
-    if (*file) {
-        snprintf(path, sizeof path, "%s", file);
-    } else {
-        const char *dir = o->data_dir && *o->data_dir ? o->data_dir : ".";
-        if (mkdir_p(dir))
-            return err_set(err, PL_EIO, "data", "kv: cannot create data directory %s: %s", dir, strerror(errno));
-        snprintf(path, sizeof path, "%s/%s.kv.db", dir, o->service);
-    }
+    uint64_t ckpt_bytes;
+    int64_t ckpt_ms;
+    int rc = parse_url(url, o, path, sizeof path, &ckpt_bytes, &ckpt_ms, err);
+    if (rc)
+        return rc;
     pthread_mutex_lock(&stores_lock);
     lstore *st = stores;
     while (st && strcmp(st->path, path) != 0)
         st = st->next;
-    int rc = 0;
     if (st) {
         st->refs++;
-    } else if (!(rc = store_open(path, &st, err))) {
+    } else if (!(rc = store_open(path, ckpt_bytes, ckpt_ms, &st, err))) {
         st->refs = 1;
         st->next = stores;
         stores = st;
@@ -1373,9 +1411,9 @@ static bool checkpoint_due(lstore *st, int64_t now)
     pthread_mutex_lock(&st->dbmu);
     uint64_t bytes = st->log_bytes;
     pthread_mutex_unlock(&st->dbmu);
-    if (bytes >= CKPT_LOG_BYTES)
+    if (bytes >= st->ckpt_bytes)
         return true;
-    if (now - st->last_ckpt_ms < CKPT_INTERVAL_MS)
+    if (now - st->last_ckpt_ms < st->ckpt_ms)
         return false;
     /* Swept keys change nothing in the log but still have rows to delete. */
     pthread_rwlock_rdlock(&st->rw);
