@@ -871,6 +871,22 @@ BUS_CASE(raw_read_after_the_head_sees_new_events_in_order)
     cr_assert_eq(all.count, 8);
     cr_assert_eq(all.n[0], 0);
     cr_assert_eq(all.n[7], 104);
+    /* nothing new: the read waits, returns nothing, and the position stays */
+    uint64_t before = pos;
+    int64_t t0 = now_ms();
+    cr_assert_eq(bus_read(fx.b, pos, 512, 300, on_tail, &all, &pos, &err), 0, "%s", err.msg);
+    cr_assert_eq(all.count, 8);
+    cr_assert_eq(pos, before);
+    cr_assert_geq(now_ms() - t0, 250, "an empty read waits for its timeout");
+    /* a fresh reader that finds nothing (as `pulse events tail` at the head) */
+    bus *b2 = open_handle();
+    uint64_t h = 0, p2;
+    cr_assert_eq(bus_head(b2, &h, &err), 0);
+    tail_ctx none = {0};
+    cr_assert_eq(bus_read(b2, h, 512, 200, on_tail, &none, &p2, &err), 0, "%s", err.msg);
+    cr_assert_eq(none.count, 0);
+    cr_assert_eq(p2, h);
+    bus_close(b2);
 }
 
 BUS_CASE(patterns_select_types)

@@ -1248,7 +1248,8 @@ static int x_read(void *h, uint64_t after, size_t max, int timeout_ms,
         usleep(2000);
         pthread_mutex_lock(&r->mu);
     }
-    qsort(r->q, r->n, sizeof *r->q, cmp_ts);
+    if (r->n > 1)
+        qsort(r->q, r->n, sizeof *r->q, cmp_ts);
     size_t used = 0;
     int stop = 0;
     while (used < r->n && used < max && !stop) {
@@ -1261,7 +1262,8 @@ static int x_read(void *h, uint64_t after, size_t max, int timeout_ms,
         stop = fn(ud, (uint64_t)t, type, natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m));
         natsMsg_Destroy(m);
     }
-    memmove(r->q, r->q + used, (r->n - used) * sizeof *r->q);
+    if (used < r->n)
+        memmove(r->q, r->q + used, (r->n - used) * sizeof *r->q);
     r->n -= used;
     pthread_mutex_unlock(&r->mu);
     r->cursor = *last;
