@@ -5,8 +5,9 @@
  *              sorted set (a sorted array of entries plus a member index).
  *   kv_hub.c   publish/subscribe inside this process: one dispatcher thread,
  *              FIFO, '*' patterns.
- *   kv_local.c the engine: the dataset in memory, made durable in SQLite by
- *              an append-only log of effects and background checkpoints.
+ *   kv_local.c the engine: the dataset in memory, the write path, open/close.
+ *   kv_log.c   its durability: the log of effects in SQLite, loading and
+ *              replay, background checkpoints (kv_store.h: what the two share).
  *
  * None of these lock anything themselves except the hub: kv_local.c holds
  * its store's lock around every use of kv_mem.c.
