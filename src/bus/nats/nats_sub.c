@@ -594,7 +594,7 @@ static void issue_pulls(nsub *s, int64_t now)
         lane *l = s->lanes[i];
         if (l->pulling && now > l->pull_until + 500)
             l->pulling = false; /* the request's end was lost (reconnect) */
-        if (!lane_live(s, l) || !l->ensured || l->need_sync || l->pulling)
+        if (!lane_live(s, l) || !l->ensured || l->need_sync || l->pulling || now < l->next_pull)
             continue;
         if (l->wait_seq && now < l->blocked_until)
             continue; /* the retry is not due: nothing to hand out before it */
@@ -602,7 +602,7 @@ static void issue_pulls(nsub *s, int64_t now)
         int room = LANE_CAP - (int)l->n, batch = room;
         if (room < LANE_CAP / 4) {
             /* full: a paused lane still needs its redelivery, one at a time */
-            if (!blocked || now < l->next_pull)
+            if (!blocked)
                 continue;
             batch = 1;
             l->next_pull = now + 100;
@@ -717,6 +717,8 @@ static void status_arrived(nsub *s, natsMsg *m)
         return;
     lane *l = s->lanes[idx];
     l->pulling = false; /* 408 expired, 404 nothing, 409 refused: this request is over */
+    if (status && strcmp(status, "408") != 0 && strcmp(status, "404") != 0)
+        l->next_pull = nb_mono_ms() + 200; /* refused: do not ask again at once */
     if (status && strcmp(status, "409") == 0 && desc && strstr(desc, "Deleted")) {
         lane_clear(s, l); /* the consumer is gone (reset): what we hold is void */
         l->ensured = false;
@@ -946,6 +948,8 @@ static int64_t next_wake(const nsub *s, int64_t now, int64_t deadline)
             w = l->blocked_until;
         if (l->next_sync < w)
             w = l->next_sync;
+        if (!l->pulling && l->next_pull > now && l->next_pull < w)
+            w = l->next_pull;
     }
     return w > now ? w : now + 1;
 }
