@@ -31,7 +31,7 @@ N1=${BUS_N1:-50000}
 SECS=${BUS_SECS:-10}
 REPS=${BUS_REPS:-3}
 STEP=${BUS_STEP_SECS:-5}
-LADDER=${BUS_LADDER:-2000 3000 4000 5000 6000 8000 10000 12000 15000 20000 25000 30000 40000}
+LADDER=${BUS_LADDER:-1000 2000 3000 4000 5000 6000 8000 10000 12000 15000 20000 25000 30000 40000}
 DOCS=${BENCH_DOCS:-docs/BENCHMARKS.md}
 WRITE=${BUS_DOCS:-1}
 
@@ -240,7 +240,7 @@ SECTION=$(mktemp)
     if [[ -n $HIGH ]]; then
         echo "- Highest sustainable rate found with 1 event per transaction: $(ksep "$HIGH") events/s (p99 $LH_99 ms)."
     fi
-    echo "- Where the time goes, and what was changed for it: see \"Event backbone: where the time goes\" above."
+    echo "- Where the time goes, and what was changed for it: see \"Event backbone: what is measured, and where the time goes\" above."
     echo "<!-- /bus-bench-run -->"
 } >"$SECTION"
 
