@@ -6,6 +6,16 @@
  * other's tables. A pool of connections per sql_db (and a second one for the
  * optional read replica); each connection caches its prepared statements by
  * SQL text. Design notes and invariants: src/store/postgres/README.md.
+ *
+ * Round trips are what a transaction costs here (each is a wake-up of both
+ * processes), so the driver sends nothing it can send later with something
+ * else: a write transaction's BEGIN goes out in one pipeline with its first
+ * statement (or not at all when none comes), SAVEPOINT / RELEASE / ROLLBACK TO
+ * with the statement after them, and a read transaction on the primary sends
+ * no BEGIN at all: sessions run with default_transaction_read_only, so each of
+ * its statements is a read-only transaction of its own, which under READ
+ * COMMITTED (the default; checked per connection, else reads BEGIN READ ONLY
+ * as well) sees exactly what it would have seen inside BEGIN ... ROLLBACK.
  */
 #include "store/sql.h"
 
@@ -38,6 +48,7 @@ enum {
 #define STMT_SLOTS 256 /* prepared statements per connection (open addressing) */
 #define STMT_PROBE 8
 #define REPLICA_BACKOFF_MS 5000 /* reads skip a replica that just failed for this long */
+#define DEFER_MAX 8             /* savepoint commands waiting for the next statement */
 
 typedef struct stmt {
     char *sql;    /* NULL: free slot */
@@ -57,6 +68,7 @@ typedef struct pconn {
     unsigned nnames;      /* statement names handed out ("p<n>") */
     uint64_t gen;         /* the db's DDL generation the cache is valid for */
     bool stale_cache;     /* the server may hold statements we forgot: DEALLOCATE ALL */
+    bool rc_reads;        /* default isolation is READ COMMITTED: reads need no BEGIN */
     int64_t idle_since;   /* monotonic ms, while in the idle list */
     struct pconn *next;
 } pconn;
@@ -89,7 +101,13 @@ typedef struct pgdb {
 typedef struct ptx {
     pgdb *db;
     pconn *c;
+    pool *pool;           /* where c came from (a retry takes another from it) */
+    bool fresh;           /* c was opened for this transaction */
     bool failed;          /* a statement failed: only rollback is valid */
+    bool solo;            /* a read without a transaction block: each statement stands alone */
+    const char *begin;    /* BEGIN not sent yet (goes with the first statement); NULL once sent */
+    char *defer[DEFER_MAX]; /* SAVEPOINT / RELEASE / ROLLBACK TO, sent before the next statement */
+    int ndefer;
 } ptx;
 
 typedef struct prows {
@@ -321,15 +339,26 @@ static int conn_open(pool *p, pconn **out, pl_error *err)
         PQfinish(pg);
         return rc;
     }
-    char sql[300];
-    snprintf(sql, sizeof sql, "SET search_path TO %s; SET statement_timeout = %d", db->schema, db->statement_ms);
-    if ((rc = simple(pg, sql, err, "session setup"))) {
+    /* Outside BEGIN READ WRITE everything is read-only: the statements of a read transaction run
+     * without a transaction block (see the top of this file) and still cannot write. */
+    char sql[400];
+    snprintf(sql, sizeof sql,
+             "SET search_path TO %s; SET statement_timeout = %d; SET default_transaction_read_only = on;"
+             " SHOW default_transaction_isolation",
+             db->schema, db->statement_ms);
+    PGresult *r = PQexec(pg, sql);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        rc = map_error(pg, r, err, "session setup");
+        PQclear(r);
         PQfinish(pg);
         return rc;
     }
+    bool rc_reads = PQntuples(r) == 1 && strcmp(PQgetvalue(r, 0, 0), "read committed") == 0;
+    PQclear(r);
     pconn *c = xcalloc(1, sizeof *c);
     c->pg = pg;
     c->pool = p;
+    c->rc_reads = rc_reads;
     pthread_mutex_lock(&db->lock);
     c->gen = db->ddl_gen;
     pthread_mutex_unlock(&db->lock);
@@ -430,7 +459,8 @@ static void release(pconn *c)
 {
     pool *p = c->pool;
     pgdb *db = p->db;
-    bool keep = PQstatus(c->pg) == CONNECTION_OK && PQtransactionStatus(c->pg) == PQTRANS_IDLE;
+    bool keep = PQstatus(c->pg) == CONNECTION_OK && PQtransactionStatus(c->pg) == PQTRANS_IDLE &&
+                PQpipelineStatus(c->pg) == PQ_PIPELINE_OFF;
     pthread_mutex_lock(&db->lock);
     keep = keep && !db->closing;
     if (keep) {
@@ -484,6 +514,36 @@ static int acquire_with(pool *p, const char *sql, pconn **out, pl_error *err)
             release(c);
         }
         return rc;
+    }
+}
+
+/* False when an idle pooled connection has heard from its server: a backend
+ * that was terminated (server shutdown or restart, pg_terminate_backend) sends
+ * its error and closes the socket. Nothing else arrives on an idle connection
+ * of ours. No round trip: one poll with a zero timeout. */
+static bool idle_conn_ok(pconn *c)
+{
+    struct pollfd pfd = {.fd = PQsocket(c->pg), .events = POLLIN | POLLRDHUP};
+    if (pfd.fd < 0 || PQstatus(c->pg) != CONNECTION_OK)
+        return false;
+    int n = poll(&pfd, 1, 0);
+    if (n <= 0)
+        return true;
+    if (pfd.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL))
+        return false;
+    return PQconsumeInput(c->pg) && PQstatus(c->pg) == CONNECTION_OK;
+}
+
+/* Gets a connection for a transaction that sends nothing yet (its BEGIN, if
+ * any, goes with its first statement): a pooled one that shows it is dead is
+ * discarded, with every idle one of its pool, and another taken. */
+static int acquire_live(pool *p, pconn **out, bool *fresh, pl_error *err)
+{
+    for (;;) {
+        int rc = acquire(p, out, fresh, err);
+        if (rc || *fresh || idle_conn_ok(*out))
+            return rc;
+        discard_broken(*out);
     }
 }
 
@@ -668,26 +728,55 @@ static int x_begin(void *h, int flags, void **out, pl_error *err)
             pthread_mutex_unlock(&db->lock);
         }
     }
-    if (rc)
-        rc = acquire_with(&db->primary, write ? "BEGIN" : "BEGIN READ ONLY", &c, err);
-    if (rc)
-        return rc;
     ptx *tx = xcalloc(1, sizeof *tx);
     tx->db = db;
+    if (!rc) { /* on the replica, begun */
+        tx->c = c;
+        tx->pool = &db->replica;
+        *out = tx;
+        return 0;
+    }
+    /* On the primary nothing is sent yet: the BEGIN of a write goes with its first statement, and
+     * a read needs none (each statement is a read-only transaction of its own, see the top). */
+    bool fresh;
+    if ((rc = acquire_live(&db->primary, &c, &fresh, err))) {
+        free(tx);
+        return rc;
+    }
     tx->c = c;
+    tx->pool = &db->primary;
+    tx->fresh = fresh;
+    if (write)
+        tx->begin = "BEGIN READ WRITE";
+    else if (c->rc_reads)
+        tx->solo = true;
+    else
+        tx->begin = "BEGIN READ ONLY";
     *out = tx;
     return 0;
+}
+
+static void drop_deferred(ptx *tx)
+{
+    for (int i = 0; i < tx->ndefer; i++)
+        free(tx->defer[i]);
+    tx->ndefer = 0;
 }
 
 static void x_rollback(void *h)
 {
     ptx *tx = h;
-    PGTransactionStatusType ts = PQtransactionStatus(tx->c->pg);
-    if (PQstatus(tx->c->pg) == CONNECTION_OK && (ts == PQTRANS_INTRANS || ts == PQTRANS_INERROR))
-        PQclear(PQexec(tx->c->pg, "ROLLBACK")); /* on failure release() sees the state and closes it */
-    release(tx->c);
+    if (tx->c) { /* NULL: its connection died and no other could be had */
+        PGTransactionStatusType ts = PQtransactionStatus(tx->c->pg);
+        if (PQstatus(tx->c->pg) == CONNECTION_OK && (ts == PQTRANS_INTRANS || ts == PQTRANS_INERROR))
+            PQclear(PQexec(tx->c->pg, "ROLLBACK")); /* on failure release() sees the state and closes it */
+        release(tx->c);
+    }
+    drop_deferred(tx);
     free(tx);
 }
+
+static int run(ptx *tx, const char *sql, const sql_arg *args, size_t n, PGresult **out, pl_error *err);
 
 static int x_commit(void *h, pl_error *err)
 {
@@ -697,11 +786,21 @@ static int x_commit(void *h, pl_error *err)
         return err_set(err, PL_EINTERNAL, NULL, "postgres commit: a statement of this transaction failed;"
                                                 " it was rolled back");
     }
-    PGresult *r = PQexec(tx->c->pg, "COMMIT");
+    /* Nothing was sent (no statement), or every statement stood alone: nothing to commit. */
+    if (tx->begin || tx->solo) {
+        x_rollback(tx);
+        return 0;
+    }
+    PGresult *r = NULL;
     int rc = 0;
-    if (!result_ok(r))
-        rc = map_error(tx->c->pg, r, err, "commit");
-    else if (strcmp(PQcmdStatus(r), "ROLLBACK") == 0) /* the server had aborted the transaction */
+    if (tx->ndefer) { /* savepoint commands still waiting: they go in one pipeline with the COMMIT */
+        rc = run(tx, "COMMIT", NULL, 0, &r, err);
+    } else {
+        r = PQexec(tx->c->pg, "COMMIT");
+        if (!result_ok(r))
+            rc = map_error(tx->c->pg, r, err, "commit");
+    }
+    if (!rc && strcmp(PQcmdStatus(r), "ROLLBACK") == 0) /* the server had aborted the transaction */
         rc = err_set(err, PL_EINTERNAL, NULL, "postgres commit: the transaction was aborted; rolled back");
     PQclear(r);
     if (rc && PQstatus(tx->c->pg) != CONNECTION_OK && err)
@@ -894,91 +993,248 @@ static void format_real(double d, char *buf, size_t size)
     }
 }
 
-/* Runs sql with args on the transaction's connection; *out gets the result. */
+/* Checks a statement's result: 0, or the mapped error (noting a cached plan that no longer fits). */
+static int check_result(ptx *tx, const PGresult *r, bool cached, pl_error *err)
+{
+    if (PQresultStatus(r) == PGRES_EMPTY_QUERY)
+        return err_set(err, PL_EINVAL, NULL, "postgres: empty statement");
+    if (result_ok(r))
+        return 0;
+    const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    /* A cached plan that no longer fits its table (DDL since): prepare again next time. */
+    if (state && (strcmp(state, "0A000") == 0 || strcmp(state, "26000") == 0) && cached)
+        tx->c->stale_cache = true;
+    return map_error(tx->c->pg, r, err, "statement");
+}
+
+/* Sends what waits (the BEGIN, savepoint commands) and the statement (sql NULL: none) in one
+ * pipeline, one round trip, and reads every result. *out gets the statement's; the first
+ * failure is the answer (what follows it in the pipeline is skipped by the server). */
+static int send_pipeline(ptx *tx, const char *sql, const stmt *st, int np, const char *const *vals, const int *lens,
+                         const int *fmts, PGresult **out, pl_error *err)
+{
+    PGconn *pg = tx->c->pg;
+    const char *cmds[DEFER_MAX + 1];
+    int ncmd = 0;
+    if (tx->begin)
+        cmds[ncmd++] = tx->begin;
+    for (int i = 0; i < tx->ndefer; i++)
+        cmds[ncmd++] = tx->defer[i];
+    if (!PQenterPipelineMode(pg))
+        return map_error(pg, NULL, err, "pipeline");
+    bool sent = true;
+    for (int i = 0; i < ncmd && sent; i++)
+        sent = PQsendQueryParams(pg, cmds[i], 0, NULL, NULL, NULL, NULL, 0);
+    if (sent && sql) {
+        if (st->name[0]) {
+            sent = PQsendQueryPrepared(pg, st->name, np, vals, lens, fmts, 0);
+        } else {
+            Oid *types = param_types(st->sig, st->used, np);
+            sent = PQsendQueryParams(pg, sql, np, types, vals, lens, fmts, 0);
+            free(types);
+        }
+    }
+    sent = sent && PQpipelineSync(pg);
+    int rc = 0, nq = ncmd + (sql ? 1 : 0);
+    PGresult *res = NULL;
+    if (!sent)
+        rc = map_error(pg, NULL, err, "statement");
+    for (int q = 0; q < nq && sent; q++) {
+        PGresult *r;
+        int got = 0;
+        while ((r = PQgetResult(pg))) {
+            got++;
+            ExecStatusType s = PQresultStatus(r);
+            bool mine = sql && q == nq - 1;
+            if (s == PGRES_PIPELINE_ABORTED) {
+                PQclear(r);
+            } else if (mine && !rc && !(rc = check_result(tx, r, st->name[0] != '\0', err))) {
+                PQclear(res);
+                res = r;
+            } else {
+                if (!mine && !rc && !result_ok(r))
+                    rc = map_error(pg, r, err, "statement");
+                PQclear(r);
+            }
+            if (PQstatus(pg) != CONNECTION_OK || got > 16)
+                break;
+        }
+        if (PQstatus(pg) != CONNECTION_OK) {
+            if (!rc)
+                rc = map_error(pg, NULL, err, "statement");
+            break;
+        }
+    }
+    if (PQstatus(pg) == CONNECTION_OK && sent) {
+        PGresult *r = PQgetResult(pg);
+        if (PQresultStatus(r) != PGRES_PIPELINE_SYNC && !rc)
+            rc = err_set(err, PL_EINTERNAL, NULL, "postgres: pipeline out of step");
+        PQclear(r);
+    }
+    if (PQstatus(pg) == CONNECTION_OK && !PQexitPipelineMode(pg) && !rc)
+        rc = err_set(err, PL_EINTERNAL, NULL, "postgres: pipeline out of step");
+    if (rc) {
+        PQclear(res);
+        return rc;
+    }
+    *out = res;
+    return 0;
+}
+
+/* After a pooled connection turned out dead before this transaction did
+ * anything on it: discards it (and the idle ones of its pool) and takes
+ * another, as acquire_with does for a BEGIN. */
+static int switch_conn(ptx *tx, pl_error *err)
+{
+    discard_broken(tx->c);
+    tx->c = NULL;
+    pconn *c;
+    bool fresh;
+    int rc = acquire_live(tx->pool, &c, &fresh, err);
+    if (rc)
+        return rc;
+    tx->c = c;
+    tx->fresh = fresh;
+    if (tx->solo && !c->rc_reads) {
+        tx->solo = false;
+        tx->begin = "BEGIN READ ONLY";
+    }
+    return 0;
+}
+
+/* Runs sql (NULL: only what waits) with args on the transaction's connection; *out gets the result. */
 static int run(ptx *tx, const char *sql, const sql_arg *args, size_t n, PGresult **out, pl_error *err)
 {
     if (tx->failed)
         return err_set(err, PL_EINTERNAL, NULL, "postgres: a statement of this transaction failed; only rollback is valid");
-    stmt tmp = {0}, *st = &tmp;
-    int rc = prepare(tx, sql, args, n, &st, &tmp, err);
-    if (rc) {
-        tx->failed = true;
-        return rc;
-    }
-    int np = st->nparams;
-    const char *vals_s[16];
-    int lens_s[16], fmts_s[16];
-    char nums_s[16][32];
-    const char **vals = np <= 16 ? vals_s : xcalloc((size_t)np, sizeof *vals);
-    int *lens = np <= 16 ? lens_s : xcalloc((size_t)np, sizeof *lens);
-    int *fmts = np <= 16 ? fmts_s : xcalloc((size_t)np, sizeof *fmts);
-    char(*nums)[32] = np <= 16 ? nums_s : xcalloc((size_t)np, sizeof *nums);
-    for (int i = 0; i < np; i++) {
-        const sql_arg *a = &args[i];
-        vals[i] = NULL;
-        lens[i] = 0;
-        fmts[i] = 0;
-        if (!st->used[i])
-            continue;
-        switch (a->type) {
-        case SQL_T_INT:
-            snprintf(nums[i], sizeof nums[i], "%" PRId64, a->i);
-            vals[i] = nums[i];
-            break;
-        case SQL_T_REAL:
-            format_real(a->d, nums[i], sizeof nums[i]);
-            vals[i] = nums[i];
-            break;
-        case SQL_T_TEXT:
-            vals[i] = a->p;
-            break;
-        case SQL_T_BLOB:
-            vals[i] = a->p ? a->p : "";
-            lens[i] = (int)a->n;
-            fmts[i] = 1;
-            break;
-        default:
-            break;
+    for (int attempt = 0;; attempt++) {
+        /* Nothing of this transaction has happened yet on a pooled connection: if it is dead,
+         * another one can take over unseen (a read that stands alone is as good as unsent). */
+        bool retry = attempt == 0 && !tx->fresh && (tx->begin || tx->solo);
+        stmt tmp = {0}, *st = &tmp;
+        int rc = sql ? prepare(tx, sql, args, n, &st, &tmp, err) : 0;
+        if (rc) {
+            if (retry && PQstatus(tx->c->pg) != CONNECTION_OK && !(rc = switch_conn(tx, err)))
+                continue;
+            tx->failed = true;
+            return rc;
         }
+        int np = sql ? st->nparams : 0;
+        const char *vals_s[16];
+        int lens_s[16], fmts_s[16];
+        char nums_s[16][32];
+        const char **vals = np <= 16 ? vals_s : xcalloc((size_t)np, sizeof *vals);
+        int *lens = np <= 16 ? lens_s : xcalloc((size_t)np, sizeof *lens);
+        int *fmts = np <= 16 ? fmts_s : xcalloc((size_t)np, sizeof *fmts);
+        char(*nums)[32] = np <= 16 ? nums_s : xcalloc((size_t)np, sizeof *nums);
+        for (int i = 0; i < np; i++) {
+            const sql_arg *a = &args[i];
+            vals[i] = NULL;
+            lens[i] = 0;
+            fmts[i] = 0;
+            if (!st->used[i])
+                continue;
+            switch (a->type) {
+            case SQL_T_INT:
+                snprintf(nums[i], sizeof nums[i], "%" PRId64, a->i);
+                vals[i] = nums[i];
+                break;
+            case SQL_T_REAL:
+                format_real(a->d, nums[i], sizeof nums[i]);
+                vals[i] = nums[i];
+                break;
+            case SQL_T_TEXT:
+                vals[i] = a->p;
+                break;
+            case SQL_T_BLOB:
+                vals[i] = a->p ? a->p : "";
+                lens[i] = (int)a->n;
+                fmts[i] = 1;
+                break;
+            default:
+                break;
+            }
+        }
+        PGresult *r = NULL;
+        if (tx->begin || tx->ndefer || !sql) {
+            rc = send_pipeline(tx, sql, st, np, vals, lens, fmts, &r, err);
+        } else {
+            if (st->name[0]) {
+                r = PQexecPrepared(tx->c->pg, st->name, np, vals, lens, fmts, 0);
+            } else {
+                Oid *types = param_types(st->sig, st->used, np);
+                r = PQexecParams(tx->c->pg, sql, np, types, vals, lens, fmts, 0);
+                free(types);
+            }
+            if ((rc = check_result(tx, r, st != &tmp, err))) {
+                PQclear(r);
+                r = NULL;
+            }
+        }
+        if (np > 16) {
+            free(vals);
+            free(lens);
+            free(fmts);
+            free(nums);
+        }
+        if (st == &tmp) {
+            free(tmp.sig);
+            free(tmp.used);
+        }
+        if (rc && retry && PQstatus(tx->c->pg) != CONNECTION_OK) {
+            int rc2 = switch_conn(tx, err);
+            if (!rc2)
+                continue;
+            rc = rc2;
+        }
+        /* Sent: the BEGIN and the savepoint commands are behind us, whatever the result. */
+        tx->begin = NULL;
+        drop_deferred(tx);
+        if (rc) {
+            tx->failed = true;
+            return rc;
+        }
+        *out = r;
+        return 0;
     }
-    PGresult *r;
-    if (st->name[0]) {
-        r = PQexecPrepared(tx->c->pg, st->name, np, vals, lens, fmts, 0);
-    } else {
-        Oid *types = param_types(st->sig, st->used, np);
-        r = PQexecParams(tx->c->pg, sql, np, types, vals, lens, fmts, 0);
-        free(types);
+}
+
+/* SAVEPOINT x, RELEASE [SAVEPOINT] x, ROLLBACK TO [SAVEPOINT] x: nothing comes
+ * back from them but success (or an error that the transaction's next
+ * statement reports as well), so they wait for the next statement and go in
+ * its round trip. */
+static bool deferrable(const char *sql)
+{
+    while (*sql == ' ' || *sql == '\n' || *sql == '\t' || *sql == '\r')
+        sql++;
+    static const char *const kw[] = {"SAVEPOINT", "RELEASE", "ROLLBACK TO", NULL};
+    bool hit = false;
+    for (const char *const *k = kw; *k && !hit; k++) {
+        size_t len = strlen(*k);
+        hit = strncasecmp(sql, *k, len) == 0 && (sql[len] == ' ' || sql[len] == '\t' || sql[len] == '\n');
     }
-    if (np > 16) {
-        free(vals);
-        free(lens);
-        free(fmts);
-        free(nums);
-    }
-    if (st == &tmp) {
-        free(tmp.sig);
-        free(tmp.used);
-    }
-    if (PQresultStatus(r) == PGRES_EMPTY_QUERY) {
-        rc = err_set(err, PL_EINVAL, NULL, "postgres: empty statement");
-    } else if (!result_ok(r)) {
-        const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
-        /* A cached plan that no longer fits its table (DDL since): prepare again next time. */
-        if (state && (strcmp(state, "0A000") == 0 || strcmp(state, "26000") == 0) && st != &tmp)
-            tx->c->stale_cache = true;
-        rc = map_error(tx->c->pg, r, err, "statement");
-    }
-    if (rc) {
-        PQclear(r);
-        tx->failed = true;
-        return rc;
-    }
-    *out = r;
-    return 0;
+    return hit && !strpbrk(sql, ";'\"$-/");
 }
 
 static int x_exec(void *h, const char *sql, const sql_arg *args, size_t n, int64_t *changes, pl_error *err)
 {
+    ptx *tx = h;
+    if (n == 0 && !tx->failed && deferrable(sql)) {
+        if (tx->solo) { /* a savepoint needs a transaction block: reads from here on are in one */
+            tx->solo = false;
+            tx->begin = "BEGIN READ ONLY";
+        }
+        if (tx->ndefer == DEFER_MAX) {
+            PGresult *r = NULL;
+            int rc = run(tx, NULL, NULL, 0, &r, err);
+            PQclear(r);
+            if (rc)
+                return rc;
+        }
+        tx->defer[tx->ndefer++] = xstrdup(sql);
+        *changes = 0;
+        return 0;
+    }
     PGresult *r;
     int rc = run(h, sql, args, n, &r, err);
     if (rc)
@@ -1014,6 +1270,17 @@ static int x_exec_script(void *h, const char *script, pl_error *err)
     ptx *tx = h;
     if (tx->failed)
         return err_set(err, PL_EINTERNAL, NULL, "postgres: a statement of this transaction failed; only rollback is valid");
+    if (tx->begin || tx->ndefer || tx->solo) { /* the BEGIN first (a script is no pipeline's part) */
+        if (tx->solo) {
+            tx->solo = false;
+            tx->begin = "BEGIN READ ONLY";
+        }
+        PGresult *r = NULL;
+        int rc = run(tx, NULL, NULL, 0, &r, err);
+        PQclear(r);
+        if (rc)
+            return rc;
+    }
     /* Our own migration files: the simple protocol runs several statements in one go. */
     int rc = simple(tx->c->pg, script, err, "script");
     if (rc) {
