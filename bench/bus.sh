@@ -128,8 +128,8 @@ while read -r line; do
     rate=$(kv "$line" rate)
     ok=$(kv "$line" sustainable)
     [[ $ok == 1 ]] && HIGH=$rate
-    LADDER_ROWS+=("| $rate | $(kv "$line" achieved_per_s) | $(kv "$line" p50_ms) | $(kv "$line" p99_ms) | $(kv "$line" tail_p99_ms) | $(kv "$line" backlog_end) | $([[ $ok == 1 ]] && echo yes || echo no) |")
-    log "  $rate/s: achieved $(kv "$line" achieved_per_s)/s, p99 $(kv "$line" p99_ms) ms, last quarter p99 $(kv "$line" tail_p99_ms) ms, sustainable $ok"
+    LADDER_ROWS+=("| $rate | $(kv "$line" achieved_per_s) | $(kv "$line" p50_ms) | $(kv "$line" p99_ms) | $(kv "$line" q1_p50_ms) / $(kv "$line" q4_p50_ms) | $(kv "$line" backlog_end) | $([[ $ok == 1 ]] && echo yes || echo no) |")
+    log "  $rate/s: achieved $(kv "$line" achieved_per_s)/s, p99 $(kv "$line" p99_ms) ms, p50 first/last quarter $(kv "$line" q1_p50_ms)/$(kv "$line" q4_p50_ms) ms, sustainable $ok"
 done < <(grep '^mode=' "$LADDER_OUT")
 rm -f "$LADDER_OUT"
 if [[ -n $HIGH ]]; then
@@ -202,8 +202,9 @@ SECTION=$(mktemp)
     echo
     echo "A paced producer, 1 event per transaction. The producer takes CLOCK_MONOTONIC right after \`sql_commit\`"
     echo "returns, the handler first thing; both go to per-event arrays in the process and are subtracted after the"
-    echo "run. A rate is *sustainable* when the producer held ≥ 97% of it and the p99 of the last quarter of the"
-    echo "events stayed under 50 ms (no queue building up)."
+    echo "run. A rate is *sustainable* when the producer held ≥ 97% of it and no queue built up: the median latency of"
+    echo "the last quarter of the events is at most twice the first quarter's plus 10 ms (a stall of a busy machine"
+    echo "lifts the tail, not the median; even 1% over capacity for 5 s lifts the median by ~40 ms)."
     echo
     echo "| rate | p50 ms | p99 ms | p99.9 ms | sustainable runs | target |"
     echo "|---|---|---|---|---|---|"
@@ -222,7 +223,7 @@ SECTION=$(mktemp)
     echo
     echo "Ladder (${STEP} s per step, one process):"
     echo
-    echo "| rate | achieved/s | p50 ms | p99 ms | p99 of the last quarter ms | backlog at the end | sustainable |"
+    echo "| rate | achieved/s | p50 ms | p99 ms | p50 first / last quarter ms | backlog at the end | sustainable |"
     echo "|---|---|---|---|---|---|---|"
     printf '%s\n' "${LADDER_ROWS[@]}"
     echo

@@ -334,18 +334,31 @@ static double pct(const int64_t *sorted, size_t n, double p) /* nearest rank, in
 }
 
 typedef struct lat {
-    double p50, p99, p999, max, tail_p99;
+    double p50, p99, p999, max;
+    double q1_p50, q4_p50; /* p50 of the first and of the last quarter of the events */
     size_t n, negative;
 } lat;
 
-/* Latencies of events [0, n): all, and p99 of the last quarter (queue growth shows there). */
+/* p50 latency of events [from, to), in ms; v is scratch space. */
+static double quarter_p50(int64_t from, int64_t to, int64_t *v)
+{
+    size_t k = 0;
+    for (int64_t i = from; i < to; i++)
+        if (start_ns[i] && commit_ns[i])
+            v[k++] = start_ns[i] > commit_ns[i] ? start_ns[i] - commit_ns[i] : 0;
+    qsort(v, k, sizeof *v, cmp64);
+    return pct(v, k, 0.50);
+}
+
+/* Latencies of events [0, n): all, and the p50 of the first and last quarters
+ * (a queue that builds up shows as a rising median; a stall does not move it). */
 static lat latencies(int64_t n)
 {
     lat l = {0};
     int64_t *v = malloc((size_t)n * sizeof *v);
     if (!v)
         abort();
-    size_t k = 0, kt = 0;
+    size_t k = 0;
     for (int64_t i = 0; i < n; i++) {
         if (!start_ns[i] || !commit_ns[i])
             continue;
@@ -362,11 +375,8 @@ static lat latencies(int64_t n)
     l.p99 = pct(v, k, 0.99);
     l.p999 = pct(v, k, 0.999);
     l.max = k ? (double)v[k - 1] / 1e6 : 0;
-    for (int64_t i = n - n / 4; i < n; i++)
-        if (start_ns[i] && commit_ns[i])
-            v[kt++] = start_ns[i] > commit_ns[i] ? start_ns[i] - commit_ns[i] : 0;
-    qsort(v, kt, sizeof *v, cmp64);
-    l.tail_p99 = pct(v, kt, 0.99);
+    l.q1_p50 = quarter_p50(0, n / 4, v);
+    l.q4_p50 = quarter_p50(n - n / 4, n, v);
     free(v);
     return l;
 }
@@ -518,8 +528,11 @@ static int run_raw(int64_t n)
 }
 
 /* One paced step: `rate` events/s, one per transaction, for `secs`; prints its line.
- * Sustainable: the producer held >= 97% of the rate and the consumer kept up (p99 of
- * the last quarter of the events < 50 ms, i.e. no queue built up over the step). */
+ * Sustainable: the producer held >= 97% of the rate and the consumer kept up: no
+ * queue built up over the step, i.e. the median latency of the last quarter of the
+ * events is at most twice that of the first quarter plus 10 ms. (Even 1% over
+ * capacity for 5 s raises it by ~40 ms; a stall on a busy machine lifts the tail,
+ * not the median.) */
 static bool step(env *e, double rate, double secs)
 {
     int64_t n = (int64_t)(rate * secs);
@@ -555,12 +568,12 @@ static bool step(env *e, double rate, double secs)
         fprintf(df, "%lld %lld\n", (long long)(commit_ns[i] - t0), (long long)(start_ns[i] - commit_ns[i]));
     if (df)
         fclose(df);
-    bool ok = got == n && achieved >= 0.97 * rate && l.tail_p99 < 50;
+    bool ok = got == n && achieved >= 0.97 * rate && l.q4_p50 <= 2 * l.q1_p50 + 10;
     printf("mode=latency rate=%.0f seconds=%.1f events=%lld achieved_per_s=%.0f consumed=%lld backlog_end=%lld"
-           " p50_ms=%.3f p99_ms=%.3f p999_ms=%.3f max_ms=%.3f tail_p99_ms=%.3f commit_p50_us=%.1f"
+           " p50_ms=%.3f p99_ms=%.3f p999_ms=%.3f max_ms=%.3f q1_p50_ms=%.3f q4_p50_ms=%.3f commit_p50_us=%.1f"
            " commit_max_ms=%.2f cpu_us_per_event=%.2f hook_first=%zu sustainable=%d",
            rate, secs, (long long)n, achieved, (long long)got, (long long)backlog_end, l.p50, l.p99, l.p999, l.max,
-           l.tail_p99, (double)cd[n / 2] / 1e3, (double)cd[n - 1] / 1e6, cpu * 1e6 / (double)n, l.negative, ok);
+           l.q1_p50, l.q4_p50, (double)cd[n / 2] / 1e3, (double)cd[n - 1] / 1e6, cpu * 1e6 / (double)n, l.negative, ok);
     print_threads(&tc0, &tc1, n);
     printf("\n");
     fflush(stdout);
