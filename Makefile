@@ -34,7 +34,7 @@ REL_CLI  := $(patsubst %.c,$(B)/rel/%.o,$(CLI_SRC))
 ASAN_OBJ := $(patsubst %.c,$(B)/asan/%.o,$(SRC) $(GEN_SRC))
 ASAN_CLI := $(patsubst %.c,$(B)/asan/%.o,$(CLI_SRC))
 
-.PHONY: all build run run-distributed test unit api bench setup clean fmt
+.PHONY: all build run run-distributed test unit api api-distributed bench setup clean fmt
 
 all: build
 build: $(B)/pulse
@@ -55,7 +55,7 @@ run-distributed: setup
 
 test: setup
 	@$(MAKE) --no-print-directory -j$(JOBS) $(B)/asan/pulse $(B)/asan/unit-tests $(B)/asan/conformance-tests
-	@$(MAKE) --no-print-directory unit api test-conformance
+	@$(MAKE) --no-print-directory unit api api-distributed test-conformance test-faults
 
 unit: $(B)/asan/unit-tests
 	ASAN_OPTIONS=detect_leaks=1 ./$(B)/asan/unit-tests --jobs 2
@@ -63,11 +63,22 @@ unit: $(B)/asan/unit-tests
 api: $(B)/asan/pulse
 	cd tests/api && PULSE_TEST_BIN=$(abspath $(B))/asan/pulse node --test --test-concurrency=2 .
 
+# The same black-box suite on PostgreSQL, Redis and NATS JetStream, which it starts itself
+# (scripts/engines.sh, loopback, a temporary directory) and stops by PID at the end.
+api-distributed: $(B)/asan/pulse
+	@dir=$$(mktemp -d /tmp/pulse-engines.XXXXXX); \
+	trap 'bash scripts/engines.sh stop "$$dir" >/dev/null; rm -rf "$$dir"' EXIT; \
+	bash scripts/engines.sh start "$$dir" >/dev/null && cd tests/api && \
+	PULSE_TEST_PROFILE=distributed PULSE_TEST_ENGINES_ENV="$$dir/engines.env" \
+	PULSE_TEST_BIN=$(abspath $(B))/asan/pulse node --test --test-concurrency=2 .
+
 bench: setup
 	@$(MAKE) --no-print-directory -j$(JOBS) $(B)/pulse $(B)/bench/hello $(B)/bench/argon2
 	B=$(B) bash bench/run.sh
 	@$(MAKE) --no-print-directory -j$(JOBS) $(B)/bench/bus_bench
 	B=$(B) bash bench/bus.sh
+	@$(MAKE) --no-print-directory -j$(JOBS) $(B)/pulse $(B)/bench/paced
+	B=$(B) bash bench/pg.sh
 
 # Partial runs: print their results, leave docs/BENCHMARKS.md alone.
 .PHONY: bench-http bench-login bench-startup
