@@ -55,7 +55,7 @@ run-distributed: setup
 
 test: setup
 	@$(MAKE) --no-print-directory -j$(JOBS) $(B)/asan/pulse $(B)/asan/unit-tests $(B)/asan/conformance-tests
-	@$(MAKE) --no-print-directory unit api api-distributed test-conformance test-faults
+	@$(MAKE) --no-print-directory unit api api-distributed test-conformance
 
 unit: $(B)/asan/unit-tests
 	ASAN_OPTIONS=detect_leaks=1 ./$(B)/asan/unit-tests --jobs 2
@@ -77,8 +77,6 @@ bench: setup
 	B=$(B) bash bench/run.sh
 	@$(MAKE) --no-print-directory -j$(JOBS) $(B)/bench/bus_bench
 	B=$(B) bash bench/bus.sh
-	@$(MAKE) --no-print-directory -j$(JOBS) $(B)/pulse $(B)/bench/paced
-	B=$(B) bash bench/pg.sh
 
 # Partial runs: print their results, leave docs/BENCHMARKS.md alone.
 .PHONY: bench-http bench-login bench-startup
