@@ -77,6 +77,8 @@ bench: setup
 	B=$(B) bash bench/run.sh
 	@$(MAKE) --no-print-directory -j$(JOBS) $(B)/bench/bus_bench
 	B=$(B) bash bench/bus.sh
+	@$(MAKE) --no-print-directory -j$(JOBS) $(B)/pulse $(B)/bench/paced
+	B=$(B) bash bench/pg.sh
 
 # Partial runs: print their results, leave docs/BENCHMARKS.md alone.
 .PHONY: bench-http bench-login bench-startup
@@ -191,3 +193,14 @@ bench-kv: setup
 $(B)/bench/kv_bench: bench/kv_bench.c $(REL_OBJ)
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) $(REL_CFLAGS) -o $@ $< $(REL_OBJ) $(LIBS)
+
+# Relational writes and reads on PostgreSQL next to pgbench in the same run (bench/pg.sh): starts its own
+# PostgreSQL, Redis and NATS (scripts/engines.sh) and writes its section of docs/BENCHMARKS.md.
+.PHONY: bench-pg
+bench-pg: setup
+	@$(MAKE) --no-print-directory -j$(JOBS) $(B)/pulse $(B)/bench/paced
+	B=$(B) bash bench/pg.sh
+
+$(B)/bench/paced: bench/paced.c
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(REL_CFLAGS) -o $@ $<
