@@ -69,7 +69,7 @@ stop_pid() { # PID: SIGTERM, wait up to 5 s, then SIGKILL
 cleanup() {
     local pid
     for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
-    [[ -d $ENG ]] && bash scripts/engines.sh stop "$ENG" >/dev/null 2>&1
+    if [[ -d $ENG ]]; then bash scripts/engines.sh stop "$ENG" >/dev/null 2>&1 || true; fi
     rm -rf "$WORK"
 }
 trap cleanup EXIT
