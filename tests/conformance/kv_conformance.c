@@ -917,6 +917,46 @@ KV_CASE(pubsub_unsubscribe_in_callback)
     cr_assert_eq(atomic_load(&self_calls), 1);
 }
 
+static struct {
+    kv *k;
+    char inner[128];
+    kv_sub *sub;
+    int rc;
+    inbox box;
+} nest;
+
+static void subscribe_inside(void *ud, const char *channel, const char *msg, size_t len)
+{
+    if (!nest.sub) /* a callback may subscribe, on every engine */
+        nest.rc = kv_subscribe(nest.k, nest.inner, on_msg, &nest.box, &nest.sub, NULL);
+}
+
+KV_CASE(pubsub_subscribe_in_callback)
+{
+    char outer[128];
+    snprintf(outer, sizeof outer, "%s.outer", fx.chan);
+    snprintf(nest.inner, sizeof nest.inner, "%s.inner", fx.chan);
+    nest.k = k;
+    inbox_init(&nest.box);
+    kv_sub *s = NULL;
+    pl_error err = {0};
+    cr_assert_eq(kv_subscribe(k, outer, subscribe_inside, NULL, &s, &err), 0, "%s", err.msg);
+    pub(k, outer, "go");
+    int64_t end = now_ms() + 5000;
+    while (!nest.sub && now_ms() < end)
+        sleep_ms(5);
+    cr_assert_not_null(nest.sub, "the callback did not subscribe");
+    cr_assert_eq(nest.rc, 0);
+    /* It starts receiving shortly after (on Redis: once the SUBSCRIBE got there). */
+    while (inbox_count(&nest.box) == 0 && now_ms() < end) {
+        pub(k, nest.inner, "x");
+        sleep_ms(20);
+    }
+    cr_assert(inbox_count(&nest.box) > 0, "the subscription made in a callback never received");
+    kv_unsubscribe(s);
+    kv_unsubscribe(nest.sub);
+}
+
 KV_CASE(pubsub_across_stores)
 {
     /* Channels are not prefixed: services meet there. */

@@ -20,6 +20,8 @@
 #define CKPT_CHUNK_BYTES (1u << 20)     /* keys serialised per lock hold / transaction */
 #define CKPT_CHUNK_KEYS 2048
 #define WAL_CKPT_PAGES 1000             /* WAL pages that trigger a background WAL checkpoint */
+#define DROP_CHUNK_BYTES (2u << 20)     /* folded log deleted per transaction... */
+#define DROP_CHUNK_ROWS 4096            /* ...at most */
 
 static void *xmalloc(size_t n)
 {
@@ -468,6 +470,53 @@ static int ck_write(lstore *st, const ckitem *it, size_t n, const buf *b)
     return rc;
 }
 
+/* Deletes the folded log rows up to `upto`, about DROP_CHUNK_BYTES per
+ * transaction: freeing a fan-out's megabyte rows costs milliseconds per
+ * megabyte (measured: 220 ms for 64 MB in one statement, every writer waiting
+ * for dbmu meanwhile), so writers get the connection back in between. */
+static int drop_folded(lstore *st, int64_t upto)
+{
+    sqlite3_stmt *sel = NULL, *del = NULL;
+    int rc = 0;
+    for (bool more = true; more && !rc;) {
+        pthread_mutex_lock(&st->dbmu);
+        if (!sel && ((rc = sqlite3_prepare_v2(st->db, "SELECT seq, length(rec) FROM kv_log WHERE seq <= ?1 ORDER BY seq",
+                                              -1, &sel, NULL)) ||
+                     (rc = sqlite3_prepare_v2(st->db, "DELETE FROM kv_log WHERE seq <= ?1", -1, &del, NULL)))) {
+            pthread_mutex_unlock(&st->dbmu);
+            break;
+        }
+        int64_t cut = -1;
+        uint64_t bytes = 0;
+        int rows = 0, s;
+        sqlite3_bind_int64(sel, 1, upto);
+        while ((s = sqlite3_step(sel)) == SQLITE_ROW) {
+            cut = sqlite3_column_int64(sel, 0);
+            bytes += (uint64_t)sqlite3_column_int64(sel, 1);
+            if (bytes >= DROP_CHUNK_BYTES || ++rows >= DROP_CHUNK_ROWS)
+                break;
+        }
+        sqlite3_reset(sel);
+        if (s != SQLITE_ROW && s != SQLITE_DONE)
+            rc = s;
+        more = cut >= 0;
+        if (!rc && more) {
+            sqlite3_bind_int64(del, 1, cut);
+            s = sqlite3_step(del);
+            sqlite3_reset(del);
+            rc = s == SQLITE_DONE ? 0 : s;
+        }
+        if (rc)
+            log_warn("kv: checkpoint of %s: deleting the folded log: %s", st->path, sqlite3_errmsg(st->db));
+        pthread_mutex_unlock(&st->dbmu);
+    }
+    pthread_mutex_lock(&st->dbmu);
+    sqlite3_finalize(sel);
+    sqlite3_finalize(del);
+    pthread_mutex_unlock(&st->dbmu);
+    return rc;
+}
+
 /* Folds the log into kv_data: every key changed since the last checkpoint is
  * written as it is now, a chunk at a time, then the log rows up to the start
  * of this checkpoint go. Writers continue meanwhile (see the top). */
@@ -526,19 +575,9 @@ static void checkpoint(lstore *st)
     free(it);
     free(b.p);
 
-    if (!rc) {
+    if (!rc && !(rc = drop_folded(st, upto))) {
         pthread_mutex_lock(&st->dbmu);
-        sqlite3_stmt *q;
-        rc = sqlite3_prepare_v2(st->db, "DELETE FROM kv_log WHERE seq <= ?1", -1, &q, NULL);
-        if (!rc) {
-            sqlite3_bind_int64(q, 1, upto);
-            rc = sqlite3_step(q) == SQLITE_DONE ? 0 : -1;
-            sqlite3_finalize(q);
-        }
-        if (rc)
-            log_warn("kv: checkpoint of %s: %s", st->path, sqlite3_errmsg(st->db));
-        else
-            st->log_bytes -= folded;
+        st->log_bytes -= folded;
         pthread_mutex_unlock(&st->dbmu);
     }
     if (rc) {

@@ -974,7 +974,10 @@ static int x_subscribe(void *h, const char *channel, kv_message_fn fn, void *ud,
     }
     ch->nsubs++;
     s->ch = ch;
-    if (!ch->confirmed) {
+    /* From a callback, on the pub/sub thread itself, nobody could read the
+     * confirmation while this waits for it: the subscription starts when
+     * Redis gets the SUBSCRIBE, shortly after this returns. */
+    if (!ch->confirmed && !pthread_equal(ps->th, pthread_self())) {
         ps_wake(ps);
         /* Long enough to connect and get an answer, never forever. */
         int64_t deadline = mono_ms() + (r->connect_tv.tv_sec * 1000 + r->connect_tv.tv_usec / 1000) + r->cmd_ms;
