@@ -42,6 +42,7 @@ enum { K_EVENTS, K_DLQ, K_KINDS };
 
 #define LANE_CAP 512          /* deliveries a lane holds before it stops pulling */
 #define PULL_EXPIRES_MS 1000  /* a pull waits this long server-side; also bounds a release */
+#define PULL_RENEW_MS 50      /* a pull is replaced this long before it expires */
 #define RESYNC_MS 250         /* a lane waiting for others' deliveries looks again this often */
 #define REDRIVE_BATCH 16
 
@@ -61,9 +62,12 @@ typedef struct lane {
     bool ensured, need_sync;
     entry *q;            /* deliveries held, in stream order; [0, next) handed out */
     size_t n, cap, next;
-    bool pulling;
+    bool pulling;        /* a pull we count deliveries against is out */
     int pull_left;
-    int64_t pull_until, next_pull;
+    int64_t pull_renew;  /* when to replace it (before it expires: see issue_pulls) */
+    int64_t pull_alive;  /* until then a pull of ours may still deliver, server-side */
+    int64_t prev_alive;  /* the same for the pull before it (they overlap briefly) */
+    int64_t next_pull;
     uint64_t hi;         /* highest stream seq the consumer has delivered, as far as we know */
     uint64_t last_dseq;  /* consumer sequences only grow: a smaller one means a new consumer (reset) */
     uint64_t wait_seq;   /* we nak'd it: the lane waits for its redelivery */
@@ -562,7 +566,7 @@ static bool release_part(nsub *s, int p, int64_t now, bool force)
 {
     for (int i = 0; i < s->nlanes && !force; i++) {
         lane *l = s->lanes[i];
-        if (l->part == p && l->pulling && now < l->pull_until)
+        if (l->part == p && now < l->pull_alive + 20)
             return false;
     }
     part_lanes(s, p, lane_release);
@@ -592,8 +596,11 @@ static void issue_pulls(nsub *s, int64_t now)
 {
     for (int i = 0; i < s->nlanes; i++) {
         lane *l = s->lanes[i];
-        if (l->pulling && now > l->pull_until + 500)
-            l->pulling = false; /* the request's end was lost (reconnect) */
+        /* JetStream 2.9 drops an expired pull silently when a message is ready
+         * for it (nextWaiting sends no 408 then), so a client waiting for the
+         * 408 would sit without a pull: replace each pull before it expires */
+        if (l->pulling && now >= l->pull_renew)
+            l->pulling = false;
         if (!lane_live(s, l) || !l->ensured || l->need_sync || l->pulling || now < l->next_pull)
             continue;
         if (l->wait_seq && now < l->blocked_until)
@@ -610,15 +617,17 @@ static void issue_pulls(nsub *s, int64_t now)
         if (pull(s, l->next_subj, l->reply, batch) == 0) {
             l->pulling = true;
             l->pull_left = batch;
-            l->pull_until = now + PULL_EXPIRES_MS;
+            l->prev_alive = l->pull_alive;
+            l->pull_alive = now + PULL_EXPIRES_MS;
+            l->pull_renew = l->pull_alive - PULL_RENEW_MS;
         }
     }
+    if (s->rd_pulling && now >= s->rd_until - PULL_RENEW_MS)
+        s->rd_pulling = false; /* as above */
     if (!s->rd_pulling && s->nrd < REDRIVE_BATCH && pull(s, s->rd_next, s->rd_reply, REDRIVE_BATCH) == 0) {
         s->rd_pulling = true;
         s->rd_left = REDRIVE_BATCH;
         s->rd_until = now + PULL_EXPIRES_MS;
-    } else if (s->rd_pulling && now > s->rd_until + 500) {
-        s->rd_pulling = false;
     }
 }
 
@@ -744,8 +753,10 @@ static void arrived(nsub *s, natsMsg *m, int64_t now)
         natsMsg_Destroy(m);
         return;
     }
-    if (l->pulling && --l->pull_left <= 0)
+    if (l->pulling && --l->pull_left <= 0) { /* delivered in full: that pull is over */
         l->pulling = false;
+        l->pull_alive = l->prev_alive > now ? l->prev_alive : now;
+    }
     if (mt.dseq <= l->last_dseq) /* a new consumer under the same name: the group was reset */
         lane_clear(s, l);
     l->last_dseq = mt.dseq;
@@ -940,10 +951,10 @@ static int64_t next_wake(const nsub *s, int64_t now, int64_t deadline)
         const lane *l = s->lanes[i];
         if (!s->owned[l->part])
             continue;
-        if (s->draining[l->part])
-            w = now + 20 < w ? now + 20 : w;
-        if (l->pulling && l->pull_until + 500 < w)
-            w = l->pull_until + 500;
+        if (s->draining[l->part] && l->pull_alive + 20 < w)
+            w = l->pull_alive + 20;
+        if (l->pulling && l->pull_renew < w)
+            w = l->pull_renew;
         if (l->wait_seq && !l->pulling && l->blocked_until < w)
             w = l->blocked_until;
         if (l->next_sync < w)
