@@ -21,7 +21,9 @@
  * pl_error (when given) says why. A unique-constraint violation is
  * PL_ECONFLICT (the error's msg names the constraint's columns), a busy or
  * unreachable engine PL_EUNAVAILABLE, a statement timeout PL_ETIMEOUT.
- * After any error inside a transaction the only valid call is rollback.
+ * After an error inside a transaction the only valid calls are rollback and
+ * sql_exec of "ROLLBACK TO SAVEPOINT <name>" for a savepoint taken before the
+ * error, which makes the transaction usable again (what PostgreSQL allows).
  */
 #ifndef PULSE_STORE_SQL_H
 #define PULSE_STORE_SQL_H

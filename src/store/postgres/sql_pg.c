@@ -1216,9 +1216,27 @@ static bool deferrable(const char *sql)
     return hit && !strpbrk(sql, ";'\"$-/");
 }
 
+static bool rollback_to(const char *sql)
+{
+    while (*sql == ' ' || *sql == '\n' || *sql == '\t' || *sql == '\r')
+        sql++;
+    return strncasecmp(sql, "ROLLBACK TO", 11) == 0;
+}
+
 static int x_exec(void *h, const char *sql, const sql_arg *args, size_t n, int64_t *changes, pl_error *err)
 {
     ptx *tx = h;
+    if (tx->failed && n == 0 && rollback_to(sql)) {
+        /* After a failure PostgreSQL accepts ROLLBACK, or ROLLBACK TO a savepoint
+         * taken before it, which makes the transaction usable again, as a failed
+         * statement leaves it on SQLite (sql.h); the consumer runtime undoes a
+         * failed handler this way. */
+        int rc = simple(tx->c->pg, sql, err, "rollback to savepoint");
+        if (!rc)
+            tx->failed = false;
+        *changes = 0;
+        return rc;
+    }
     if (n == 0 && !tx->failed && deferrable(sql)) {
         if (tx->solo) { /* a savepoint needs a transaction block: reads from here on are in one */
             tx->solo = false;
