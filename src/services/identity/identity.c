@@ -126,17 +126,24 @@ int identity_create_user(identity *id, arena *a, const char *email, const char *
  * instance's L1 through the kv channel. Both effects are idempotent. */
 static int sync_handle(void *ctx, sql_tx *tx, const cloudevent *ev, pl_error *err)
 {
-    (void)tx;
     identity *id = ((service_ctx *)ctx)->state;
     const char *uid = json_string_value(json_object_get(ev->data, "user_id"));
     if (!uid)
         return err_set(err, PL_EINVAL, "data", "%s without data.user_id", ev->type);
     if (strcmp(ev->type, "pl.identity.role_changed.v1") == 0) {
-        const char *role = json_string_value(json_object_get(ev->data, "new_role"));
-        if (!role || !identity_role_valid(role))
-            return err_set(err, PL_EINVAL, "data", "role_changed without a valid data.new_role");
-        int rc = sessions_set_role(id->sessions, uid, role, err);
-        if (rc)
+        /* The role as it is now, not as this event says: an older event
+         * applied after a newer change must not bring an old role back. */
+        arena *a = arena_create(1024);
+        user u;
+        /* Lock the row first (PostgreSQL): a role change committing meanwhile
+         * then waits for us, and its own session rewrite comes after ours. */
+        int rc = sql_exec(tx, "UPDATE users SET role = role WHERE id = $1", SQL_ARGS(SQL_TEXT(uid)), NULL, err);
+        if (!rc)
+            rc = users_by_id(tx, a, uid, &u, err);
+        if (rc == 1)
+            rc = sessions_set_role(id->sessions, uid, u.role, err);
+        arena_destroy(a);
+        if (rc < 0)
             return rc;
     }
     cache_invalidate(id->profiles, uid);
