@@ -204,3 +204,16 @@ bench-pg: setup
 $(B)/bench/paced: bench/paced.c
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) $(REL_CFLAGS) -o $@ $<
+
+# ---- the event bus on NATS JetStream (bench/nats.sh): the outbox relay into JetStream next to a raw libnats async
+# publish loop, consumer rates and commit -> handler latency, on a nats-server it starts itself (or $NATS_URL);
+# writes its section of docs/BENCHMARKS.md. Part of `make bench`.
+.PHONY: bench-nats
+bench: bench-nats
+bench-nats: setup
+	@$(MAKE) --no-print-directory -j$(JOBS) $(B)/bench/nats_bench
+	B=$(B) bash bench/nats.sh
+
+$(B)/bench/nats_bench: bench/nats_bench.c $(REL_OBJ)
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(REL_CFLAGS) -o $@ $< $(REL_OBJ) $(LIBS)
