@@ -11,6 +11,10 @@
 #include <string.h>
 #include <unistd.h>
 
+/* Retries while the bus or the store is away back off up to this: once the engine returns, work
+ * resumes within about this long, however long the outage was (the target is 5 s). */
+#define OUTAGE_RETRY_MAX_MS 1000
+
 struct consumer {
     bus *bus;
     sql_db *db;
@@ -101,36 +105,10 @@ static int apply(consumer *c, sql_tx *tx, const bus_msg *m, char *msg, size_t ms
     return result;
 }
 
-/* Applies a fetched batch in one transaction, then settles every message in order. */
-static int process(consumer *c, bus_msg *msgs, size_t n)
+/* Settles a batch in order; after a nak or term the partition's later messages come again, so
+ * they are left alone (settling them would be a no-op anyway). */
+static void settle(consumer *c, const bus_msg *msgs, size_t n, const int *result, char (*errors)[256])
 {
-    int *result = calloc(n, sizeof *result);
-    char (*errors)[256] = calloc(n, sizeof *errors);
-    bool failed[64] = {0}; /* partitions with a failure in this batch */
-    if (!result || !errors)
-        abort();
-    pl_error err = {0};
-    sql_tx *tx;
-    int rc = sql_begin(c->db, SQL_TX_WRITE, &tx, &err);
-    for (size_t i = 0; i < n && !rc; i++) {
-        int p = msgs[i].partition & 63;
-        if (failed[p] && !msgs[i].redrive_id) {
-            result[i] = R_SKIP; /* comes again after the failed one, in order */
-            continue;
-        }
-        result[i] = apply(c, tx, &msgs[i], errors[i], sizeof errors[i]);
-        if (result[i] != R_ACK && !msgs[i].redrive_id)
-            failed[p] = true;
-    }
-    if (!rc)
-        rc = sql_commit(tx, &err);
-    if (rc) { /* nothing was applied: every event comes again */
-        log_with(LOG_WARN, "consumer transaction failed", LF_STR("consumer", c->group), LF_STR("detail", err.msg));
-        for (size_t i = 0; i < n; i++) {
-            result[i] = result[i] == R_SKIP ? R_SKIP : R_NAK;
-            snprintf(errors[i], sizeof errors[i], "%s", err.msg);
-        }
-    }
     bool rewound[64] = {0};
     for (size_t i = 0; i < n; i++) {
         const bus_msg *m = &msgs[i];
@@ -153,9 +131,99 @@ static int process(consumer *c, bus_msg *msgs, size_t n)
         if (s)
             log_with(LOG_WARN, "settling an event failed", LF_STR("consumer", c->group), LF_STR("detail", e.msg));
     }
+}
+
+/* Hands a batch that the store refused back to the bus (a delivery each), for a consumer that
+ * stops before the store returns. */
+static void give_back(consumer *c, const bus_msg *msgs, size_t n)
+{
+    int *result = calloc(n, sizeof *result);
+    char (*errors)[256] = calloc(n, sizeof *errors);
+    if (!result || !errors)
+        abort();
+    for (size_t i = 0; i < n; i++) {
+        result[i] = R_NAK;
+        snprintf(errors[i], sizeof errors[i], "the consumer stopped while its store was unavailable");
+    }
+    settle(c, msgs, n, result, errors);
     free(result);
     free(errors);
-    return rc;
+}
+
+/* Applies a fetched batch in one transaction, then settles every message in order. Returns 0,
+ * or PL_EUNAVAILABLE when the store could not take the batch at all (the transaction could not
+ * begin, or failed while the store is unreachable): then nothing is settled and the caller tries
+ * the same batch again. Those events are not at fault: a nak would count a delivery towards the
+ * dead letters for every one of them, and leaving them unsettled while fetching on would let the
+ * acks of later events pass them by. */
+static int process(consumer *c, bus_msg *msgs, size_t n)
+{
+    int *result = calloc(n, sizeof *result);
+    char (*errors)[256] = calloc(n, sizeof *errors);
+    bool failed[64] = {0}; /* partitions with a failure in this batch */
+    if (!result || !errors)
+        abort();
+    pl_error err = {0};
+    sql_tx *tx;
+    int rc = sql_begin(c->db, SQL_TX_WRITE, &tx, &err);
+    bool refused = rc != 0;
+    for (size_t i = 0; i < n && !rc; i++) {
+        int p = msgs[i].partition & 63;
+        if (failed[p] && !msgs[i].redrive_id) {
+            result[i] = R_SKIP; /* comes again after the failed one, in order */
+            continue;
+        }
+        result[i] = apply(c, tx, &msgs[i], errors[i], sizeof errors[i]);
+        if (result[i] != R_ACK && !msgs[i].redrive_id)
+            failed[p] = true;
+    }
+    if (!rc) {
+        rc = sql_commit(tx, &err);
+        /* a commit that failed because the store went away (mid-batch, every statement after
+         * the lost connection fails too) is the store's failure, not the events' */
+        refused = rc && (rc == PL_EUNAVAILABLE || rc == PL_ETIMEOUT || sql_ping(c->db, NULL) != 0);
+    }
+    if (rc)
+        log_with(LOG_WARN, "consumer transaction failed", LF_STR("consumer", c->group), LF_STR("detail", err.msg),
+                 LF_STR("then", refused ? "the same batch again" : "every event redelivered"));
+    if (rc && !refused) { /* nothing was applied: every event comes again */
+        for (size_t i = 0; i < n; i++) {
+            result[i] = result[i] == R_SKIP ? R_SKIP : R_NAK;
+            snprintf(errors[i], sizeof errors[i], "%s", err.msg);
+        }
+    }
+    if (!refused)
+        settle(c, msgs, n, result, errors);
+    free(result);
+    free(errors);
+    return refused ? PL_EUNAVAILABLE : 0;
+}
+
+/* Sleeps up to ms, in slices, returning early once a stop is requested. */
+static void nap(consumer *c, int64_t ms)
+{
+    while (ms > 0 && !atomic_load(&c->stop)) {
+        int64_t d = ms > 50 ? 50 : ms;
+        usleep((useconds_t)d * 1000);
+        ms -= d;
+    }
+}
+
+/* Processes a batch, trying it again with backoff while the store refuses it, until it is taken
+ * or the consumer stops (then the batch goes back to the bus), or until deadline_ms (> 0) passes.
+ * Returns 0 or PL_EUNAVAILABLE (the batch was given back). */
+static int process_until_taken(consumer *c, bus_msg *msgs, size_t n, int64_t deadline_ms)
+{
+    int64_t backoff = 0;
+    while (process(c, msgs, n) == PL_EUNAVAILABLE) {
+        if (atomic_load(&c->stop) || (deadline_ms > 0 && time_now_ms() >= deadline_ms)) {
+            give_back(c, msgs, n);
+            return PL_EUNAVAILABLE;
+        }
+        backoff = backoff ? (backoff * 2 > OUTAGE_RETRY_MAX_MS ? OUTAGE_RETRY_MAX_MS : backoff * 2) : 50;
+        nap(c, backoff);
+    }
+    return 0;
 }
 
 static void prune_inbox(consumer *c)
@@ -186,14 +254,14 @@ static void *consumer_main(void *arg)
         size_t n = 0;
         pl_error err = {0};
         if (bus_fetch(c->sub, msgs, (size_t)c->o.batch, 200, &n, &err)) {
-            backoff = backoff ? (backoff * 2 > 5000 ? 5000 : backoff * 2) : 50;
+            backoff = backoff ? (backoff * 2 > OUTAGE_RETRY_MAX_MS ? OUTAGE_RETRY_MAX_MS : backoff * 2) : 50;
             log_with(LOG_WARN, "consumer fetch failed", LF_STR("consumer", c->group), LF_STR("detail", err.msg));
             usleep((useconds_t)backoff * 1000);
             continue;
         }
         backoff = 0;
         if (n)
-            process(c, msgs, n);
+            process_until_taken(c, msgs, n, 0);
         prune_inbox(c);
     }
     free(msgs);
@@ -286,8 +354,10 @@ int consumer_replay(bus *b, sql_db *db, const char *service, const consumer_def 
         size_t n = 0;
         if ((rc = bus_fetch(c->sub, msgs, (size_t)c->o.batch, 300, &n, err)))
             break;
-        if (n)
-            process(c, msgs, n);
+        if (n && process_until_taken(c, msgs, n, time_now_ms() + 30000)) {
+            rc = err_set(err, PL_EUNAVAILABLE, NULL, "%s: the store stayed unavailable for 30 s", c->group);
+            break;
+        }
         int64_t lag = 0;
         if ((rc = bus_lag(b, c->group, &lag, err)))
             break;

@@ -10,6 +10,12 @@
  * of a failed event pauses and the event is redelivered with exponential
  * backoff and jitter, up to max_deliver, then dead-lettered.
  *
+ * A batch the store refuses as a whole (the transaction cannot begin, or fails
+ * while the store is unreachable) is not the events' fault: the thread tries
+ * the same batch again with backoff (50 ms doubling to 1 s) until the store
+ * takes it, without settling anything meanwhile, so an outage of the store
+ * costs no delivery and nothing behind the batch moves past it.
+ *
  * Handler contract: runs on the consumer's thread, writes only through tx,
  * returns 0 (applied), a negative PL_E* code (retry later), or PL_EINVAL for
  * an event it can never apply (dead-lettered at once). Handlers must not

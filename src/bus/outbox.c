@@ -12,6 +12,9 @@
 
 #define BATCH 512
 #define MAX_RELAYS 32
+/* While the bus or the store is away the relay retries with backoff up to this (and at once when
+ * a commit kicks it): the backlog moves within about this long of the engine's return. */
+#define RETRY_MAX_MS 1000
 
 struct outbox_relay {
     sql_db *db;
@@ -76,8 +79,8 @@ int outbox_emit(sql_tx *tx, const char *service, const char *type, const char *s
 
 typedef struct {
     bus_out msg[BATCH];
+    int64_t seq[BATCH];
     char *strs[BATCH * 4];
-    int64_t last_seq;
     size_t n, nstr;
 } batch;
 
@@ -97,6 +100,27 @@ static void batch_free(batch *b)
     b->n = b->nstr = 0;
 }
 
+/* Deletes exactly the rows of the batch, as runs of consecutive seqs. Not "seq <= last": seqs
+ * are taken when a row is inserted, not when it commits, so on an engine with concurrent
+ * writers (PostgreSQL) a row with a smaller seq can commit after the batch was read, and must
+ * stay for the next batch. */
+static int delete_batch(outbox_relay *r, const batch *b, pl_error *err)
+{
+    sql_tx *tx;
+    int rc = sql_begin(r->db, SQL_TX_WRITE, &tx, err);
+    if (rc)
+        return rc;
+    for (size_t i = 0; i < b->n && !rc;) {
+        size_t j = i;
+        while (j + 1 < b->n && b->seq[j + 1] == b->seq[j] + 1)
+            j++;
+        rc = sql_exec(tx, "DELETE FROM pulse_outbox WHERE seq >= $1 AND seq <= $2",
+                      SQL_ARGS(SQL_INT(b->seq[i]), SQL_INT(b->seq[j])), NULL, err);
+        i = j + 1;
+    }
+    return rc ? (sql_rollback(tx), rc) : sql_commit(tx, err);
+}
+
 /* Reads, publishes and deletes one batch; returns the number published or <0. */
 static int relay_once(outbox_relay *r, batch *b, pl_error *err)
 {
@@ -109,8 +133,8 @@ static int relay_once(outbox_relay *r, batch *b, pl_error *err)
                    SQL_ARGS(SQL_INT(BATCH)), &rows, err);
     if (!rc) {
         while (b->n < BATCH && (rc = sql_next(rows, err)) == 1) {
+            b->seq[b->n] = sql_int(rows, 0);
             bus_out *m = &b->msg[b->n++];
-            b->last_seq = sql_int(rows, 0);
             m->id = keep(b, sql_text(rows, 1));
             m->type = keep(b, sql_text(rows, 2));
             m->partitionkey = keep(b, sql_text(rows, 3));
@@ -124,10 +148,8 @@ static int relay_once(outbox_relay *r, batch *b, pl_error *err)
         batch_free(b);
         return rc < 0 ? rc : 0;
     }
-    if ((rc = bus_publish(r->bus, b->msg, b->n, err)) == 0 && (rc = sql_begin(r->db, SQL_TX_WRITE, &tx, err)) == 0) {
-        rc = sql_exec(tx, "DELETE FROM pulse_outbox WHERE seq <= $1", SQL_ARGS(SQL_INT(b->last_seq)), NULL, err);
-        rc = rc ? (sql_rollback(tx), rc) : sql_commit(tx, err);
-    }
+    if ((rc = bus_publish(r->bus, b->msg, b->n, err)) == 0)
+        rc = delete_batch(r, b, err);
     int n = (int)b->n;
     batch_free(b);
     return rc ? rc : n;
@@ -161,8 +183,9 @@ static void *relay_main(void *arg)
         int n = relay_once(r, b, &err);
         if (n < 0) {
             /* the bus or the store is down: keep the rows, retry with backoff */
-            backoff = backoff ? (backoff * 2 > 5000 ? 5000 : backoff * 2) : 50;
+            backoff = backoff ? (backoff * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : backoff * 2) : 50;
             log_with(LOG_WARN, "outbox relay failed", LF_STR("detail", err.msg), LF_INT("retry_ms", backoff));
+            refresh_depth(r); /* the backlog grows while the bus is away: /metrics must show it */
             if (stopping)
                 break;
         } else {

@@ -7,6 +7,12 @@
  * pulse_outbox until the relay has published it AND deleted it; a crash
  * between publish and delete republishes it on restart, and the duplicate is
  * dropped by the log's id dedup and by every consumer's inbox.
+ *
+ * The relay deletes only the rows it published. On an engine with concurrent
+ * writers (PostgreSQL) seqs are taken at insert, not at commit: a row that
+ * commits after a later-numbered one was published goes in the next batch.
+ * While the bus is unreachable the rows wait, and outbox_relay_depth says
+ * how many.
  */
 #ifndef PULSE_BUS_OUTBOX_H
 #define PULSE_BUS_OUTBOX_H
