@@ -55,7 +55,7 @@ run-distributed: setup
 
 test: setup
 	@$(MAKE) --no-print-directory -j$(JOBS) $(B)/asan/pulse $(B)/asan/unit-tests $(B)/asan/conformance-tests
-	@$(MAKE) --no-print-directory unit api api-distributed test-conformance
+	@$(MAKE) --no-print-directory unit api api-distributed test-conformance test-faults
 
 unit: $(B)/asan/unit-tests
 	ASAN_OPTIONS=detect_leaks=1 ./$(B)/asan/unit-tests --jobs 2
@@ -217,3 +217,11 @@ bench-nats: setup
 $(B)/bench/nats_bench: bench/nats_bench.c $(REL_OBJ)
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) $(REL_CFLAGS) -o $@ $< $(REL_OBJ) $(LIBS)
+
+# ---- faults (tests/api/faults.test.mjs, see tests/README.md): PostgreSQL, Redis and NATS restarted under a
+# writing client, consumer instances killed mid-batch; on engines the test file starts itself (scripts/engines.sh in
+# a temporary directory, stopped by PID). About two minutes; part of `make test`.
+.PHONY: test-faults
+test-faults: $(B)/asan/pulse
+	cd tests/api && PULSE_TEST_PROFILE=distributed PULSE_TEST_FAULTS=1 PULSE_TEST_BIN=$(abspath $(B))/asan/pulse \
+	    node --test faults.test.mjs
