@@ -333,10 +333,9 @@ int consumer_replay(bus *b, sql_db *db, const char *service, const consumer_def 
     if (!(def->flags & CONSUMER_PROJECTION) || !def->reset)
         return err_set(err, PL_EINVAL, "projection", "%s.%s is not a projection", service, def->name);
     consumer *c = consumer_new(b, db, service, def, ctx, o);
-    uint64_t head = 0;
     sql_tx *tx;
-    int rc = bus_head(b, &head, err);
-    if (!rc && !(rc = sql_begin(db, SQL_TX_WRITE, &tx, err))) {
+    int rc = sql_begin(db, SQL_TX_WRITE, &tx, err);
+    if (!rc) {
         rc = def->reset(ctx, tx, err);
         if (!rc)
             rc = sql_exec(tx, "DELETE FROM pulse_inbox WHERE consumer = $1", SQL_ARGS(SQL_TEXT(c->group)), NULL, err);
@@ -349,7 +348,11 @@ int consumer_replay(bus *b, sql_db *db, const char *service, const consumer_def 
     bus_msg *msgs = calloc((size_t)c->o.batch, sizeof *msgs);
     if (!msgs)
         abort();
-    /* Apply until the group has passed the head seen at the start. */
+    /* Apply until caught up: the group's lag is 0, or fetches keep coming back
+     * empty (a running server publishing meanwhile, a retry waiting out its
+     * backoff: the live consumer finishes those). Log positions are not
+     * compared: on JetStream the head is a time, not a count. */
+    int idle = 0;
     while (!rc) {
         size_t n = 0;
         if ((rc = bus_fetch(c->sub, msgs, (size_t)c->o.batch, 300, &n, err)))
@@ -358,12 +361,14 @@ int consumer_replay(bus *b, sql_db *db, const char *service, const consumer_def 
             rc = err_set(err, PL_EUNAVAILABLE, NULL, "%s: the store stayed unavailable for 30 s", c->group);
             break;
         }
+        if (n) {
+            idle = 0;
+            continue;
+        }
         int64_t lag = 0;
         if ((rc = bus_lag(b, c->group, &lag, err)))
             break;
-        uint64_t now_head = 0;
-        bus_head(b, &now_head, NULL);
-        if (n == 0 && (lag <= 0 || (uint64_t)((int64_t)now_head - lag) >= head))
+        if (lag <= 0 || ++idle >= 5)
             break;
     }
     free(msgs);
