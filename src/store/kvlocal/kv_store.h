@@ -79,6 +79,7 @@ typedef struct lstore {
     sqlite3 *ckdb;      /* WAL checkpoints (background thread only) */
     uint64_t ckpt_bytes;
     int64_t ckpt_ms;
+    uint64_t last_fold_bytes; /* what the last checkpoint wrote (background thread) */
     pthread_t th;
     pthread_mutex_t mmu;
     pthread_cond_t mcv;
