@@ -1,7 +1,7 @@
 /* bus.c - engine registry and the thin wrappers of bus.h. */
 #include "bus/bus.h"
+#include "core/engines.h"
 
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,36 +17,15 @@ struct bus_sub {
 extern const bus_driver bus_local_driver;
 extern const bus_driver bus_nats_driver;
 
-#define MAX_DRIVERS 4
-static const bus_driver *drivers[MAX_DRIVERS];
-static size_t ndrivers;
-static pthread_mutex_t drivers_lock = PTHREAD_MUTEX_INITIALIZER;
+static engines drivers = ENGINES_INIT;
 
-void bus_register(const bus_driver *d)
-{
-    pthread_mutex_lock(&drivers_lock);
-    bool present = false;
-    for (size_t i = 0; i < ndrivers; i++)
-        present |= drivers[i] == d;
-    if (!present && ndrivers < MAX_DRIVERS)
-        drivers[ndrivers++] = d;
-    pthread_mutex_unlock(&drivers_lock);
-}
+void bus_register(const bus_driver *d) { engines_add(&drivers, d, d->schemes); }
 
 static const bus_driver *driver_for(const char *url)
 {
     bus_register(&bus_local_driver);
     bus_register(&bus_nats_driver);
-    if (!*url)
-        return &bus_local_driver;
-    const bus_driver *found = NULL;
-    pthread_mutex_lock(&drivers_lock);
-    for (size_t i = 0; i < ndrivers && !found; i++)
-        for (const char *const *s = drivers[i]->schemes; *s && !found; s++)
-            if (strncmp(url, *s, strlen(*s)) == 0)
-                found = drivers[i];
-    pthread_mutex_unlock(&drivers_lock);
-    return found;
+    return *url ? engines_find(&drivers, url) : &bus_local_driver;
 }
 
 int bus_open(const char *url, const bus_options *o, bus **out, pl_error *err)

@@ -2,9 +2,9 @@
  * check arguments the same way for every engine and put "<service>:" in
  * front of every key, so engines never see an unprefixed key. */
 #include "store/kv.h"
+#include "core/engines.h"
 
 #include <math.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,39 +21,18 @@ struct kv_sub {
     void *h;
 };
 
-#define MAX_DRIVERS 8
-static const kv_driver *drivers[MAX_DRIVERS];
-static size_t ndrivers;
-static pthread_mutex_t drivers_lock = PTHREAD_MUTEX_INITIALIZER;
+static engines drivers = ENGINES_INIT;
 
 extern const kv_driver kv_local_driver;
 extern const kv_driver kv_redis_driver;
 
-void kv_register(const kv_driver *d)
-{
-    pthread_mutex_lock(&drivers_lock);
-    bool present = false;
-    for (size_t i = 0; i < ndrivers; i++)
-        present |= drivers[i] == d;
-    if (!present && ndrivers < MAX_DRIVERS)
-        drivers[ndrivers++] = d;
-    pthread_mutex_unlock(&drivers_lock);
-}
+void kv_register(const kv_driver *d) { engines_add(&drivers, d, d->schemes); }
 
 static const kv_driver *driver_for(const char *url)
 {
     kv_register(&kv_local_driver);
     kv_register(&kv_redis_driver);
-    if (!*url)
-        return &kv_local_driver;
-    const kv_driver *found = NULL;
-    pthread_mutex_lock(&drivers_lock);
-    for (size_t i = 0; i < ndrivers && !found; i++)
-        for (const char *const *s = drivers[i]->schemes; *s && !found; s++)
-            if (strncmp(url, *s, strlen(*s)) == 0)
-                found = drivers[i];
-    pthread_mutex_unlock(&drivers_lock);
-    return found;
+    return *url ? engines_find(&drivers, url) : &kv_local_driver;
 }
 
 static void *xmalloc(size_t n)

@@ -1,8 +1,8 @@
 /* sql.c - engine registry, thin wrappers and the migration runner. */
 #include "store/sql.h"
+#include "core/engines.h"
 #include "core/timeutil.h"
 
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,39 +26,18 @@ struct sql_rows {
     void *h;
 };
 
-#define MAX_DRIVERS 8
-static const sql_driver *drivers[MAX_DRIVERS];
-static size_t ndrivers;
-static pthread_mutex_t drivers_lock = PTHREAD_MUTEX_INITIALIZER;
+static engines drivers = ENGINES_INIT;
 
 extern const sql_driver sql_sqlite_driver;
 extern const sql_driver sql_pg_driver;
 
-void sql_register(const sql_driver *d)
-{
-    pthread_mutex_lock(&drivers_lock);
-    bool present = false;
-    for (size_t i = 0; i < ndrivers; i++)
-        present |= drivers[i] == d;
-    if (!present && ndrivers < MAX_DRIVERS)
-        drivers[ndrivers++] = d;
-    pthread_mutex_unlock(&drivers_lock);
-}
+void sql_register(const sql_driver *d) { engines_add(&drivers, d, d->schemes); }
 
 static const sql_driver *driver_for(const char *url)
 {
     sql_register(&sql_sqlite_driver);
     sql_register(&sql_pg_driver);
-    if (!*url)
-        return &sql_sqlite_driver;
-    const sql_driver *found = NULL;
-    pthread_mutex_lock(&drivers_lock);
-    for (size_t i = 0; i < ndrivers && !found; i++)
-        for (const char *const *s = drivers[i]->schemes; *s && !found; s++)
-            if (strncmp(url, *s, strlen(*s)) == 0)
-                found = drivers[i];
-    pthread_mutex_unlock(&drivers_lock);
-    return found;
+    return *url ? engines_find(&drivers, url) : &sql_sqlite_driver;
 }
 
 static void *xcalloc(size_t n)
