@@ -22,6 +22,7 @@
  * messages; consumers dedupe with their inbox, as at-least-once requires.
  */
 #include "bus/bus.h"
+#include "core/fsutil.h"
 #include "core/arena.h"
 #include "core/log.h"
 #include "core/timeutil.h"
@@ -331,21 +332,6 @@ static void *watch(void *arg)
 
 /* ---- open / close ---------------------------------------------------------------------- */
 
-static int mkdir_p(const char *dir)
-{
-    char tmp[PATH_MAX];
-    snprintf(tmp, sizeof tmp, "%s", dir);
-    for (char *p = tmp + 1; *p; p++) {
-        if (*p == '/') {
-            *p = '\0';
-            if (mkdir(tmp, 0750) && errno != EEXIST)
-                return -1;
-            *p = '/';
-        }
-    }
-    return mkdir(tmp, 0750) && errno != EEXIST ? -1 : 0;
-}
-
 static int x_open(const char *url, const bus_options *o, void **out, pl_error *err)
 {
     (void)url;
@@ -363,7 +349,7 @@ static int x_open(const char *url, const bus_options *o, void **out, pl_error *e
         b->o.retention_max = 10000000;
     snprintf(b->dir, sizeof b->dir, "%s", o->data_dir);
     snprintf(b->path, sizeof b->path, "%s/bus.db", o->data_dir);
-    if (mkdir_p(b->dir)) {
+    if (fs_mkdir_p(b->dir)) {
         free(b);
         return err_set(err, PL_EIO, "data", "cannot create %s: %s", o->data_dir, strerror(errno));
     }

@@ -41,6 +41,7 @@
  * the same file twice shares one store.
  */
 #include "store/kvlocal/kv_store.h"
+#include "core/fsutil.h"
 #include "core/log.h"
 #include "core/timeutil.h"
 
@@ -635,21 +636,6 @@ static void x_unsubscribe(void *sub) { hub_unsubscribe(sub); }
 
 /* ---- open and close ----------------------------------------------------------------------- */
 
-static int mkdir_p(const char *dir)
-{
-    char tmp[PATH_MAX];
-    snprintf(tmp, sizeof tmp, "%s", dir);
-    for (char *p = tmp + 1; *p; p++) {
-        if (*p == '/') {
-            *p = '\0';
-            if (mkdir(tmp, 0750) && errno != EEXIST)
-                return -1;
-            *p = '/';
-        }
-    }
-    return mkdir(tmp, 0750) && errno != EEXIST ? -1 : 0;
-}
-
 
 static void store_free(lstore *st)
 {
@@ -753,7 +739,7 @@ static int parse_url(const char *url, const kv_options *o, char *path, size_t si
         return 0;
     }
     const char *dir = o->data_dir && *o->data_dir ? o->data_dir : ".";
-    if (mkdir_p(dir))
+    if (fs_mkdir_p(dir))
         return err_set(err, PL_EIO, "data", "kv: cannot create data directory %s: %s", dir, strerror(errno));
     snprintf(path, size, "%s/%s.kv.db", dir, o->service);
     return 0;

@@ -9,6 +9,7 @@
  * connection caches its prepared statements by SQL text.
  */
 #include "store/sql.h"
+#include "core/fsutil.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -102,21 +103,6 @@ static int map_rc(sqlite3 *h, int rc, pl_error *err, const char *what)
     return err_set(err, code, NULL, "sqlite %s: %s", what, msg);
 }
 
-static int mkdir_p(const char *dir)
-{
-    char tmp[PATH_MAX];
-    snprintf(tmp, sizeof tmp, "%s", dir);
-    for (char *p = tmp + 1; *p; p++) {
-        if (*p == '/') {
-            *p = '\0';
-            if (mkdir(tmp, 0750) && errno != EEXIST)
-                return -1;
-            *p = '/';
-        }
-    }
-    return mkdir(tmp, 0750) && errno != EEXIST ? -1 : 0;
-}
-
 static int conn_open(sdb *db, conn **out, pl_error *err)
 {
     conn *c = calloc(1, sizeof *c);
@@ -172,7 +158,7 @@ static int x_open(const char *url, const sql_options *o, void **out, pl_error *e
     if (*file) {
         snprintf(db->path, sizeof db->path, "%s", file);
     } else {
-        if (mkdir_p(o->data_dir)) {
+        if (fs_mkdir_p(o->data_dir)) {
             free(db);
             return err_set(err, PL_EIO, "data", "cannot create data directory %s: %s", o->data_dir, strerror(errno));
         }
