@@ -6,16 +6,9 @@
  * waiting to redeliver, the dead letters and the re-drive queue.
  *
  * Wake-ups: a publish in this process broadcasts a condition variable;
- * publishes by other processes are seen through inotify on the WAL file (the
- * watcher thread broadcasts when the log's head or the re-drive queue moved
- * past what this process wrote itself). A waiting consumer therefore sees a
- * committed event at once, without a poll interval (a 250 ms timed wait
- * remains as a safety net).
- *
- * Checkpoints: the connections of this process do not checkpoint when they
- * commit (that fsyncs, and would stall a publish or a fetch); they report
- * the WAL's size and the watcher thread checkpoints (PASSIVE) once it passes
- * SQLite's usual 1,000 frames.
+ * publishes by other processes are seen through inotify on the WAL file. A
+ * waiting consumer therefore sees a committed event at once, without a poll
+ * interval (a 250 ms timed wait remains as a safety net).
  *
  * Cursor writes are batched: acks update memory and are flushed at the next
  * fetch (or on close). A crash can therefore redeliver a few settled
@@ -45,17 +38,14 @@
 
 /* The statements of the hot paths (publish, fetch, flush) stay prepared for
  * the life of their connection; the rest are prepared per use. */
-enum { Q_APPEND, Q_FETCH, Q_REDRIVE, Q_FLUSH, Q_HEADS, NQ };
+enum { Q_APPEND, Q_FETCH, Q_REDRIVE, Q_FLUSH, NQ };
 static const char *const hot_sql[NQ] = {
     [Q_APPEND] = "INSERT OR IGNORE INTO events (id, type, phash, time_ms, body) VALUES (?1, ?2, ?3, ?4, ?5)",
     [Q_FETCH] = "SELECT seq, id, type, phash, body FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
     [Q_REDRIVE] = "SELECT r.id, e.seq, e.id, e.type, e.body, e.phash FROM redrive r JOIN events e ON e.seq = r.seq"
                   " WHERE r.grp = ?1 ORDER BY r.id LIMIT ?2",
     [Q_FLUSH] = "UPDATE cursors SET acked = ?3 WHERE grp = ?1 AND part = ?2 AND owner = ?4",
-    [Q_HEADS] = "SELECT (SELECT coalesce(max(seq), 0) FROM events), (SELECT coalesce(max(id), 0) FROM redrive)",
 };
-
-#define CHECKPOINT_FRAMES 1000
 
 typedef struct hot {
     sqlite3_stmt *st[NQ];
@@ -73,12 +63,6 @@ typedef struct lbus {
     uint64_t version;           /* bumped on every commit seen */
     pthread_t watcher;
     int inotify_fd;
-    sqlite3 *wc;                /* the watcher's connection (NULL: commits checkpoint themselves) */
-    hot wcq;
-    uint64_t seen_head;         /* the watcher's last look at the log's head */
-    int64_t seen_redrive;       /* and at the re-drive queue */
-    _Atomic uint64_t local_head; /* the highest seq appended by this process */
-    atomic_int wal_frames;      /* the WAL's size after the last commit in this process */
     atomic_bool stop;
 } lbus;
 
@@ -231,56 +215,6 @@ static void wait_change(lbus *b, uint64_t seen, int timeout_ms)
     pthread_mutex_unlock(&b->lock);
 }
 
-/* Commits in this process report the WAL's size instead of checkpointing. */
-static int on_wal(void *ud, sqlite3 *c, const char *db, int frames)
-{
-    (void)c, (void)db;
-    atomic_store(&((lbus *)ud)->wal_frames, frames);
-    return SQLITE_OK;
-}
-
-static void hand_checkpoints_to_watcher(lbus *b, sqlite3 *c)
-{
-    if (b->wc)
-        sqlite3_wal_hook(c, on_wal, b);
-}
-
-/* Notes what this process appended on c (call after its commit). */
-static void note_append(lbus *b, sqlite3 *c)
-{
-    uint64_t seq = (uint64_t)sqlite3_last_insert_rowid(c), cur = atomic_load(&b->local_head);
-    while (seq > cur && !atomic_compare_exchange_weak(&b->local_head, &cur, seq))
-        ;
-}
-
-/* True when the log's head or the re-drive queue moved past what this process
- * wrote (and announced) itself: another process committed. */
-static bool foreign_commit(lbus *b)
-{
-    sqlite3_stmt *st;
-    if (!b->wc || hot_get(b->wc, &b->wcq, Q_HEADS, &st, NULL))
-        return true;
-    bool moved = true;
-    if (sqlite3_step(st) == SQLITE_ROW) {
-        uint64_t head = (uint64_t)sqlite3_column_int64(st, 0);
-        int64_t redrive = sqlite3_column_int64(st, 1);
-        moved = (head > b->seen_head && head > atomic_load(&b->local_head)) || redrive > b->seen_redrive;
-        b->seen_head = head;
-        b->seen_redrive = redrive;
-    }
-    hot_put(st);
-    return moved;
-}
-
-static void checkpoint(lbus *b)
-{
-    if (!b->wc || atomic_load(&b->wal_frames) < CHECKPOINT_FRAMES)
-        return;
-    int log = 0, done = 0;
-    if (sqlite3_wal_checkpoint_v2(b->wc, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &done) == SQLITE_OK && done >= log)
-        atomic_store(&b->wal_frames, 0); /* the next commit starts the WAL over */
-}
-
 static void retention(lbus *b)
 {
     int64_t cutoff = time_now_ms() - b->o.retention_age_ms;
@@ -298,7 +232,7 @@ static void retention(lbus *b)
     pthread_mutex_unlock(&b->wlock);
 }
 
-/* Sees commits of other processes (inotify on the WAL), checkpoints, and runs retention. */
+/* Sees commits of other processes (inotify on the WAL) and runs retention. */
 static void *watch(void *arg)
 {
     lbus *b = arg;
@@ -316,12 +250,11 @@ static void *watch(void *arg)
                     wal = true;
                 p += sizeof *e + e->len;
             }
-            if (wal && foreign_commit(b))
+            if (wal)
                 bump(b);
         } else {
             bump(b); /* safety net for missed notifications */
         }
-        checkpoint(b);
         if (time_now_ms() >= next_retention) {
             retention(b);
             next_retention = time_now_ms() + 60000;
@@ -360,11 +293,6 @@ static int x_open(const char *url, const bus_options *o, void **out, pl_error *e
         free(b);
         return rc;
     }
-    if (sq_open(b->path, &b->wc, NULL)) {
-        sqlite3_close(b->wc); /* without it, commits checkpoint as usual */
-        b->wc = NULL;
-    }
-    hand_checkpoints_to_watcher(b, b->w);
     pthread_mutex_init(&b->wlock, NULL);
     pthread_mutex_init(&b->lock, NULL);
     pthread_condattr_t ca;
@@ -396,8 +324,6 @@ static void x_close(void *h)
     if (b->inotify_fd >= 0)
         close(b->inotify_fd);
     hot_free(&b->wq);
-    hot_free(&b->wcq);
-    sqlite3_close(b->wc);
     sqlite3_close(b->w);
     pthread_mutex_destroy(&b->wlock);
     pthread_mutex_destroy(&b->lock);
@@ -450,8 +376,6 @@ static int x_publish(void *h, const bus_out *m, size_t n, pl_error *err)
             rc = sq_exec(b->w, "COMMIT", err);
         if (rc)
             sqlite3_exec(b->w, "ROLLBACK", NULL, NULL, NULL);
-        else
-            note_append(b, b->w);
     }
     pthread_mutex_unlock(&b->wlock);
     if (!rc)
@@ -695,7 +619,6 @@ static int x_subscribe(void *h, const bus_sub_options *o, void **out, pl_error *
     int rc = sq_open(b->path, &s->c, err);
     if (rc)
         goto fail;
-    hand_checkpoints_to_watcher(b, s->c);
     /* The group and its partition rows exist once; the partition count is fixed then. */
     if ((rc = sq_exec(s->c, "BEGIN IMMEDIATE", err)))
         goto fail;
@@ -1005,8 +928,6 @@ static int dead_letter(lsub *s, const bus_msg *m, const char *error, pl_error *e
     rc = rc ? rc : sq_exec(s->c, "COMMIT", err);
     if (rc)
         sqlite3_exec(s->c, "ROLLBACK", NULL, NULL, NULL);
-    else
-        note_append(s->b, s->c);
     free(body);
     if (rc)
         return rc;
