@@ -213,9 +213,14 @@ static int group_commit(lstore *st, uint64_t ticket, pl_error *err)
         pthread_mutex_unlock(&st->gmu);
         pl_error e = {0};
         int rc = kvl_log_append(st, &b, &e);
-        free(b.p);
         pthread_mutex_lock(&st->gmu);
         st->committing = false;
+        if (!st->pend.p && b.cap <= (16u << 20)) { /* keep the allocation for the next records */
+            b.n = 0;
+            st->pend = b;
+        } else {
+            free(b.p);
+        }
         if (rc) {
             st->failed = rc;
             snprintf(st->failmsg, sizeof st->failmsg, "%s", e.msg);
@@ -251,11 +256,18 @@ static int w_commit(lstore *st, pl_error *err)
     uint64_t ticket = 0;
     if (st->wrec.n) {
         pthread_mutex_lock(&st->gmu);
-        kvl_buf_put(&st->pend, st->wrec.p, st->wrec.n);
+        if (st->pend.n == 0) { /* the usual case: hand the record over, no copy */
+            buf t = st->pend;
+            st->pend = st->wrec;
+            st->wrec = t;
+            st->wrec.n = 0;
+        } else {
+            kvl_buf_put(&st->pend, st->wrec.p, st->wrec.n);
+        }
         ticket = ++st->tickets;
         pthread_mutex_unlock(&st->gmu);
     }
-    if (st->wrec.cap > (1u << 20)) { /* a fan-out's record: do not keep megabytes around */
+    if (st->wrec.cap > (16u << 20)) { /* after a huge batch: do not keep its buffer */
         free(st->wrec.p);
         st->wrec = (buf){0};
     }
