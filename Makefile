@@ -67,7 +67,7 @@ api: $(B)/asan/pulse
 # (scripts/engines.sh, loopback, a temporary directory) and stops by PID at the end.
 api-distributed: $(B)/asan/pulse
 	@dir=$$(mktemp -d /tmp/pulse-engines.XXXXXX); \
-	trap 'bash scripts/engines.sh stop "$$dir" >/dev/null; rm -rf "$$dir"' EXIT; \
+	trap 'bash $(CURDIR)/scripts/engines.sh stop "$$dir" >/dev/null; rm -rf "$$dir"' EXIT; \
 	bash scripts/engines.sh start "$$dir" >/dev/null && cd tests/api && \
 	PULSE_TEST_PROFILE=distributed PULSE_TEST_ENGINES_ENV="$$dir/engines.env" \
 	PULSE_TEST_BIN=$(abspath $(B))/asan/pulse node --test --test-concurrency=2 .
