@@ -496,6 +496,10 @@ int social_user_posts(http_req *req, http_res *res)
     sql_tx *tx;
     if ((rc = sql_begin(s->ctx->sql, SQL_TX_READ, &tx, &err)))
         return social_store_fail(req, rc, &err);
+    if ((rc = social_user_known(tx, uid, &err)) <= 0) {
+        sql_rollback(tx);
+        return rc < 0 ? social_store_fail(req, rc, &err) : http_fail(req, PL_ENOTFOUND, NULL, "no such user");
+    }
     int all = strcmp(uid, viewer) == 0 || social_is_admin(req);
     if (!all && (all = social_follows(tx, viewer, uid, &err)) < 0) {
         sql_rollback(tx);
@@ -927,6 +931,10 @@ static int follow_list(http_req *req, http_res *res, bool followers)
     json_t *out = NULL;
     if ((rc = sql_begin(s->ctx->sql, SQL_TX_READ, &tx, &err)))
         return social_store_fail(req, rc, &err);
+    if ((rc = social_user_known(tx, uid, &err)) <= 0) {
+        sql_rollback(tx);
+        return rc < 0 ? social_store_fail(req, rc, &err) : http_fail(req, PL_ENOTFOUND, NULL, "no such user");
+    }
     const char *sql = followers
                           ? "SELECT f.id, f.follower_id, f.created_at, u.username, u.display_name FROM social_follows f"
                             " LEFT JOIN social_users u ON u.user_id = f.follower_id WHERE f.followee_id = $1"
