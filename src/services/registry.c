@@ -6,11 +6,13 @@
 
 extern const service_def identity_service;
 extern const service_def audit_service;
+extern const service_def courses_service;
 extern const service_def testkit_service;
 
 const service_def *const service_registry[] = {
     &identity_service,
     &audit_service,
+    &courses_service,
     &testkit_service,
     NULL,
 };
