@@ -126,9 +126,7 @@ int courses_principal(http_req *req, const principal **out)
 
 int courses_error(http_res *res, int status, const char *code, const char *message, json_t *fields)
 {
-    json_t *e = json_pack("{s:s, s:s}", "code", code, "message", message);
-    if (fields)
-        json_object_set_new(e, "fields", fields);
+    json_t *e = json_pack("{s:s, s:s, s:o}", "code", code, "message", message, "fields", fields ? fields : json_object());
     http_json(res, status, json_pack("{s:o}", "error", e));
     return 0;
 }

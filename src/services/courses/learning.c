@@ -424,6 +424,7 @@ int quizzes_get(http_req *req, http_res *res)
     if ((rc = find_quiz(req, tx, &c, &q)) != 1)
         return rc;
     pl_error err = {0};
+    rc = 0;
     int used = (int)count1(tx, "SELECT count(*) FROM quiz_submissions WHERE quiz_id = $1 AND user_id = $2", q.id,
                            req->principal->user_id, &rc, &err);
     sql_rollback(tx);
@@ -491,6 +492,7 @@ int quizzes_submit(http_req *req, http_res *res)
         return body_fail(req, &v, body);
     }
     json_decref(fields);
+    rc = 0;
     int used = (int)count1(tx, "SELECT count(*) FROM quiz_submissions WHERE quiz_id = $1 AND user_id = $2", q.id, uid,
                            &rc, &err);
     if (!rc && used >= q.max_attempts) {
