@@ -80,6 +80,9 @@ describe('courses', () => {
         assert.ok(c, r.text);
         const t = await srv.get(`/api/v1/users/${c.teacher_id}`);
         assert.equal(t.body.username, 'ada', 'owned by identity\'s demo teacher');
+        const one = await srv.get(`/api/v1/courses/${c.id}`);
+        assert.deepEqual(one.body.teacher, { id: c.teacher_id, username: 'ada', display_name: 'Ada Lovelace' }, one.text);
+        assert.equal(one.body.lesson_count, 3);
         assert.ok(!r.body.items.some((x) => x.published === false), 'drafts are not in the catalog');
         const paths = await srv.get('/api/v1/paths');
         assert.ok(paths.body.items.some((p) => p.course_ids.includes(c.id)), paths.text);
