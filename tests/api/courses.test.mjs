@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 
-import { Tail, adminToken, assertValidEvent, emit, loadSchemas, startBusServer, waitFor } from './bus-harness.mjs';
+import { Tail, adminToken, assertValidEvent, dlqList, emit, loadSchemas, startBusServer, waitFor } from './bus-harness.mjs';
 import { assertError, uniq } from './harness.mjs';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
@@ -509,6 +509,30 @@ describe('courses', () => {
         assert.equal(r[1].data.reason, 'fault_injected');
         assert.equal((await srv.get(`/api/v1/courses/${c.id}`)).body.seats_left, 1);
         assert.equal((await srv.get('/api/v1/me/enrollments', { token: student.token })).body.items.some((x) => x.course_id === c.id), false);
+    });
+
+    test('saga: a release after the grant revokes the purchase and frees the seat; a command without ids is dead-lettered', async () => {
+        const c = await course(teacher, { premium: true, price_cents: 100, currency: 'EUR', capacity: 1 });
+        const buyer = await asUser();
+        const d = { order_id: randomUUID(), course_id: c.id, user_id: buyer.id };
+        await command('seat_reserve_requested', d);
+        await command('access_grant_requested', d);
+        await waitReplies(d.order_id, 2);
+        assert.equal((await srv.get('/api/v1/me/enrollments', { token: buyer.token })).body.items.filter((x) => x.course_id === c.id).length, 1);
+        await command('seat_release_requested', d);
+        const r = await waitReplies(d.order_id, 3);
+        assert.equal(r[2].type, 'pl.courses.seat_released.v1');
+        assert.equal((await srv.get('/api/v1/me/enrollments', { token: buyer.token })).body.items.some((x) => x.course_id === c.id), false);
+        assert.equal((await srv.get(`/api/v1/courses/${c.id}`)).body.seats_left, 1);
+        await command('access_grant_requested', d);
+        assert.equal((await waitReplies(d.order_id, 4))[3].data.reason, 'reservation_released');
+        const bad = randomUUID();
+        const [id] = await emit(srv, { type: 'pl.commerce.seat_reserve_requested.v1', subject: bad, data: { order_id: bad, course_id: c.id } });
+        const dead = await waitFor(async () => (await dlqList(srv.dataDir)).find((x) => x.event_id === id),
+            { what: 'the malformed command in the dead-letter queue' });
+        assert.equal(dead.consumer, 'courses.saga');
+        assert.match(dead.error, /order_id, course_id and user_id/);
+        assert.equal(replies(bad).length, 0, 'no reply to a command without user_id');
     });
 
     // Last: every event courses emitted during this file validates against its schema.
