@@ -573,11 +573,14 @@ static int ensure_one(doc_store *d, const doc_collection_def *def, pl_error *err
         }
         b.n = 0;
         sb_add(&b, "CREATE INDEX IF NOT EXISTS doc_%s_x%08x ON doc_%s (", def->name, h, def->name);
+        /* PostgreSQL: the last field DESC NULLS LAST, then id DESC, so that a scan gives what
+         * doc_find asks for most (newest first, missing last) and, backwards, ASC with a condition
+         * on the field; SQLite's planner serves both directions from a plain index */
         for (const doc_index *f = *ix; f->field; f++) {
             sb_expr(&b, d->pg, f->field, class_of(f->type));
-            sb_add(&b, ", ");
+            sb_add(&b, "%s, ", d->pg && !f[1].field ? " DESC NULLS LAST" : "");
         }
-        sb_add(&b, "id)");
+        sb_add(&b, d->pg ? "id DESC)" : "id)");
         rc = sql_exec(tx, b.p, SQL_NOARGS, NULL, err);
     }
     free(b.p);
@@ -888,9 +891,10 @@ static void sb_order(sbuf *b, doc_store *d, const char *coll, const doc_query *q
         bool conditioned;
         int t = sort_class(d, coll, q, &conditioned);
         if (t >= 0) {
-            /* a condition on the field leaves no NULLs to place, and without NULLS LAST an index can give the order */
+            /* missing sorts last; a condition on the field leaves none, so ascending may then say
+             * NULLS FIRST, which is what a backward scan of the index (see ensure_one) gives */
             sb_expr(b, d->pg, q->order_by, (tclass)t);
-            sb_add(b, " %s%s, ", dir, conditioned ? "" : " NULLS LAST");
+            sb_add(b, " %s%s, ", dir, !q->desc && conditioned ? " NULLS FIRST" : " NULLS LAST");
         } else {
             /* undeclared: numbers, then strings, then booleans, then the rest, each by value */
             for (tclass k = TC_NUM;; k = k == TC_NUM ? TC_TEXT : TC_BOOL) {
