@@ -561,6 +561,11 @@ static int ensure_one(doc_store *d, const doc_collection_def *def, pl_error *err
     int rc = sql_begin(d->db, SQL_TX_WRITE, &tx, err);
     if (rc)
         return rc;
+    /* building an index over a large collection may take longer than the statement timeout */
+    if (d->pg && (rc = sql_exec(tx, "SET LOCAL statement_timeout = 0", SQL_NOARGS, NULL, err))) {
+        sql_rollback(tx);
+        return rc;
+    }
     sbuf b = {0};
     sb_add(&b, d->pg ? "CREATE TABLE IF NOT EXISTS doc_%s (id text COLLATE \"C\" PRIMARY KEY, doc jsonb NOT NULL)"
                      : "CREATE TABLE IF NOT EXISTS doc_%s (id TEXT PRIMARY KEY NOT NULL, doc TEXT NOT NULL)",
