@@ -10,6 +10,7 @@ extern const service_def social_service;
 extern const service_def courses_service;
 extern const service_def achievements_service;
 extern const service_def testkit_service;
+extern const service_def doctest_service;
 
 const service_def *const service_registry[] = {
     &identity_service,
@@ -18,6 +19,7 @@ const service_def *const service_registry[] = {
     &courses_service,
     &achievements_service,
     &testkit_service,
+    &doctest_service,
     NULL,
 };
 

@@ -797,4 +797,136 @@ DOC_CASE(reals_and_big_ints)
     assert_json(j, "{\"score\":1e20,\"x\":[-1e25,\"1e25\",12345678901234567890.0,2.0,0.5e-5],\"n\":0}");
     json_decref(j);
     expect_where(d, "score", DOC_GT, "1e19", "c,d");
+    /* reals of 1e17 and more: jansson writes an exponent, and jsonb would print them as integers */
+    put_text(d, "items", "e", "{\"score\":1e17,\"n\":1.5e17,\"x\":{\"y\":[1e23,-2.5e18]}}");
+    j = get_doc(d, "items", "e", &rc);
+    cr_assert_eq(rc, 0);
+    assert_json(j, "{\"score\":1e17,\"n\":1.5e17,\"x\":{\"y\":[1e23,-2.5e18]}}");
+    json_decref(j);
+    expect_where(d, "score", DOC_EQ, "1e17", "e");
+    expect_where(d, "score", DOC_EQ, "100000000000000000", "e"); /* numbers are one type */
+    expect_where(d, "n", DOC_EQ, "1.5e17", "e");
+    expect_where(d, "n", DOC_GT, "1.4e17", "c,e"); /* int64 max and a real */
+    sql_tx *tx = begin(d, SQL_TX_WRITE);
+    json_t *p = J("{\"x\":{\"z\":1e300}}");
+    json_t *out = NULL;
+    pl_error err = {0};
+    cr_assert_eq(doc_patch(tx, d, "items", "e", p, &out, &err), 0, "%s", err.msg);
+    cr_assert(json_is_real(json_object_get(json_object_get(out, "x"), "z")));
+    cr_assert(json_is_real(json_object_get(out, "score")));
+    json_decref(out);
+    json_decref(p);
+    commit(tx);
+}
+
+/* ---- several stores ------------------------------------------------------------------ */
+
+typedef struct ensure_arg {
+    doc_store *d;
+    int rc;
+    char msg[256];
+} ensure_arg;
+
+static void *ensure_thread(void *p)
+{
+    ensure_arg *a = p;
+    doc_collection_def def[] = {{"items", items_ix}, {"notes", no_indexes}};
+    pl_error err = {0};
+    a->rc = doc_ensure(a->d, def, 2, &err);
+    snprintf(a->msg, sizeof a->msg, "%s", err.msg);
+    return NULL;
+}
+
+/* Processes starting at once declare the same collections on one database. */
+DOC_CASE(ensure_concurrent)
+{
+    enum { N = 4 };
+    ensure_arg a[N];
+    pthread_t t[N];
+    for (int i = 0; i < N; i++) {
+        a[i] = (ensure_arg){.d = d};
+        if (i) {
+            sql_options o = {.service = fx.service, .data_dir = fx.pg ? NULL : fx.dir};
+            pl_error err = {0};
+            cr_assert_eq(doc_open(fx.pg ? pg_url() : "", &o, &a[i].d, &err), 0, "%s", err.msg);
+        }
+    }
+    for (int i = 0; i < N; i++)
+        pthread_create(&t[i], NULL, ensure_thread, &a[i]);
+    for (int i = 0; i < N; i++)
+        pthread_join(t[i], NULL);
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(a[i].rc, 0, "store %d: %s", i, a[i].msg);
+    /* each store works, and sees what the others wrote */
+    put_text(a[1].d, "items", "x", "{\"user\":\"u\",\"n\":1}");
+    sql_tx *tx = begin(a[2].d, SQL_TX_WRITE);
+    json_t *p = J("{\"n\":2,\"sub\":{\"k\":null}}");
+    json_t *out = NULL;
+    pl_error err = {0};
+    cr_assert_eq(doc_patch(tx, a[2].d, "items", "x", p, &out, &err), 0, "%s", err.msg);
+    assert_json(out, "{\"user\":\"u\",\"n\":2,\"sub\":{}}");
+    json_decref(out);
+    json_decref(p);
+    commit(tx);
+    json_t *two = J("2");
+    doc_cond c = {"n", DOC_EQ, two};
+    doc_query q = {.where = &c, .nwhere = 1};
+    expect_ids(a[3].d, "items", &q, "x");
+    json_decref(two);
+    for (int i = 1; i < N; i++)
+        doc_close(a[i].d);
+}
+
+/* Two services on one engine (two schemas, or two files) never see each other's documents. */
+DOC_CASE(services_isolated)
+{
+    ensure_plain(d, "notes");
+    char other[80];
+    snprintf(other, sizeof other, "%s_b", fx.service);
+    sql_options o = {.service = other, .data_dir = fx.pg ? NULL : fx.dir};
+    doc_store *d2 = NULL;
+    pl_error err = {0};
+    cr_assert_eq(doc_open(fx.pg ? pg_url() : "", &o, &d2, &err), 0, "%s", err.msg);
+    doc_collection_def def = {"notes", no_indexes};
+    cr_assert_eq(doc_ensure(d2, &def, 1, &err), 0, "%s", err.msg);
+    put_text(d, "notes", "mine", "{\"v\":1}");
+    put_text(d2, "notes", "theirs", "{\"v\":2}");
+    doc_query all = {0};
+    expect_ids(d, "notes", &all, "mine");
+    expect_ids(d2, "notes", &all, "theirs");
+    if (fx.pg) {
+        sql_tx *tx = begin(d2, SQL_TX_WRITE);
+        char sql[160];
+        snprintf(sql, sizeof sql, "DROP SCHEMA IF EXISTS \"%s\" CASCADE", other);
+        cr_assert_eq(sql_exec(tx, sql, SQL_NOARGS, NULL, &err), 0, "%s", err.msg);
+        commit(tx);
+    } else {
+        /* the embedded store is <data_dir>/<service>.doc.db */
+        char path[160];
+        snprintf(path, sizeof path, "%s/%s.doc.db", fx.dir, other);
+        cr_assert_eq(access(path, F_OK), 0, "%s", path);
+    }
+    doc_close(d2);
+}
+
+/* A read transaction can read (and on PostgreSQL takes no row locks: FOR UPDATE would fail there). */
+DOC_CASE(read_tx_reads)
+{
+    ensure_items(d);
+    put_text(d, "items", "r", "{\"n\":1}");
+    sql_tx *tx = begin(d, SQL_TX_READ);
+    json_t *j = NULL;
+    pl_error err = {0};
+    cr_assert_eq(doc_get(tx, d, "items", "r", &j, &err), 0, "%s", err.msg);
+    json_decref(j);
+    sql_rollback(tx);
+    /* a writer holding the row does not block a reader (PostgreSQL; SQLite readers see the last commit) */
+    sql_tx *w = begin(d, SQL_TX_WRITE);
+    cr_assert_eq(doc_incr(w, d, "items", "r", "n", 1, NULL, &err), 0, "%s", err.msg);
+    tx = begin(d, SQL_TX_READ);
+    cr_assert_eq(doc_get(tx, d, "items", "r", &j, &err), 0, "%s", err.msg);
+    cr_assert_eq(json_integer_value(json_object_get(j, "n")), 1);
+    json_decref(j);
+    sql_rollback(tx);
+    commit(w);
 }
