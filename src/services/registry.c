@@ -9,8 +9,8 @@ extern const service_def audit_service;
 extern const service_def social_service;
 extern const service_def courses_service;
 extern const service_def achievements_service;
-extern const service_def testkit_service;
 extern const service_def doctest_service;
+extern const service_def testkit_service;
 
 const service_def *const service_registry[] = {
     &identity_service,
@@ -18,8 +18,8 @@ const service_def *const service_registry[] = {
     &social_service,
     &courses_service,
     &achievements_service,
-    &testkit_service,
     &doctest_service,
+    &testkit_service,
     NULL,
 };
 
