@@ -53,6 +53,11 @@ int notify_list(http_req *req, http_res *res)
     int rc = sql_begin(doc_sql(store_of(req)), SQL_TX_READ, &tx, &err);
     if (!rc) {
         rc = doc_find(tx, store_of(req), NOTIFY_COLL, &q, &ids, &docs, &n, &err);
+        /* names as they are now: a rename shows at once, and an actor the
+         * users projection had not seen when the notification was made
+         * gets their name */
+        for (size_t i = 0; i < n && i < (size_t)limit && !rc; i++)
+            rc = notify_render_doc(tx, store_of(req), docs[i], &err);
         sql_rollback(tx);
     }
     json_decref(uid);
@@ -125,6 +130,8 @@ int notify_mark_read(http_req *req, http_res *res)
             doc = after;
         }
     }
+    if (!rc)
+        rc = notify_render_doc(tx, d, doc, &err);
     if (!rc)
         rc = sql_commit(tx, &err);
     else

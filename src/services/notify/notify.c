@@ -46,8 +46,7 @@ json_t *notify_item_json(const char *id, const json_t *doc)
                      "updated_at", str(doc, "updated_at"));
 }
 
-/* Renders the text from the stored actors' current display names. */
-static int render(sql_tx *tx, doc_store *d, json_t *doc, pl_error *err)
+int notify_render_doc(sql_tx *tx, doc_store *d, json_t *doc, pl_error *err)
 {
     const char *names[NOTIFY_MAX_ACTORS] = {0};
     json_t *users[NOTIFY_MAX_ACTORS] = {0};
@@ -107,7 +106,7 @@ static int coalesce(sql_tx *tx, doc_store *d, const char *id, json_t *doc, const
                         json_integer(json_integer_value(json_object_get(doc, "actor_count")) + 1));
     json_object_set_new(doc, "updated_at", json_string(now));
     json_object_set_new(doc, "sort", json_string(sort));
-    if ((rc = render(tx, d, doc, err)) || (rc = doc_put(tx, d, NOTIFY_COLL, id, doc, NULL, err)))
+    if ((rc = notify_render_doc(tx, d, doc, err)) || (rc = doc_put(tx, d, NOTIFY_COLL, id, doc, NULL, err)))
         return rc;
     return 1;
 }
@@ -151,7 +150,7 @@ int notify_deliver(sql_tx *tx, doc_store *d, const notify_input *in, pl_error *e
                             "detail", in->detail, "read", 0, "created_at", now, "updated_at", now, "sort", id);
     if (in->actor_id)
         json_array_append_new(json_object_get(doc, "actor_ids"), json_string(in->actor_id));
-    rc = render(tx, d, doc, err);
+    rc = notify_render_doc(tx, d, doc, err);
     if (!rc)
         rc = doc_insert(tx, d, NOTIFY_COLL, id, doc, err);
     if (!rc && in->actor_id) {

@@ -38,6 +38,10 @@ typedef struct notify_input {
  * actor already counted in the open notification. */
 int notify_deliver(sql_tx *tx, doc_store *d, const notify_input *in, pl_error *err);
 
+/* Sets doc's "text" from its kind, actors and detail with the actors'
+ * current display names (the users projection; "Someone" when unknown). */
+int notify_render_doc(sql_tx *tx, doc_store *d, json_t *doc, pl_error *err);
+
 /* The API shape of a stored notification (new reference). */
 json_t *notify_item_json(const char *id, const json_t *doc);
 
