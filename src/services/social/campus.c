@@ -478,12 +478,12 @@ int social_rsvp(http_req *req, http_res *res)
         rc = sql_commit(tx, &err);
     else
         sql_rollback(tx);
-    if (rc == PL_ECONFLICT && err.field[0])
-        return http_fail(req, rc, json_pack("{s:s}", "status", "event_full"), "%s", err.msg);
-    if (rc == PL_EUNPROCESSABLE)
-        return http_fail(req, rc, json_pack("{s:s}", "status", err.msg), "%s", err.msg);
     if (rc) {
-        json_decref(out);
+        json_decref(out); /* set when only the commit failed */
+        if (rc == PL_ECONFLICT && strcmp(err.field, "status") == 0)
+            return http_fail(req, rc, json_pack("{s:s}", "status", "event_full"), "%s", err.msg);
+        if (rc == PL_EUNPROCESSABLE)
+            return http_fail(req, rc, json_pack("{s:s}", "status", err.msg), "%s", err.msg);
         return social_store_fail(req, rc, &err);
     }
     http_json(res, 200, out);

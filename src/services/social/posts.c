@@ -653,7 +653,12 @@ int social_comments_create(http_req *req, http_res *res)
     json_t *post = NULL, *par = NULL;
     if ((rc = sql_begin(s->ctx->sql, SQL_TX_WRITE, &tx, &err)))
         return social_store_fail(req, rc, &err);
-    rc = post_load(tx, req, id, &post, &err);
+    /* Lock the post's row first (PostgreSQL): a concurrent delete of the
+     * parent comment (which locks it too) then cannot leave this reply behind. */
+    rc = sql_exec(tx, "UPDATE social_posts SET comment_count = comment_count WHERE id = $1", SQL_ARGS(SQL_TEXT(id)),
+                  NULL, &err);
+    if (!rc)
+        rc = post_load(tx, req, id, &post, &err);
     if (rc <= 0) {
         sql_rollback(tx);
         return rc < 0 ? social_store_fail(req, rc, &err) : http_fail(req, PL_ENOTFOUND, NULL, "no such post");
@@ -710,7 +715,13 @@ static int comment_for_write(http_req *req, const char *id, sql_tx **tx, json_t 
     int rc = sql_begin(s->ctx->sql, SQL_TX_WRITE, tx, &err);
     if (rc)
         return social_store_fail(req, rc, &err);
-    rc = social_get(*tx, COMMENT_SELECT " WHERE c.id = $1", SQL_ARGS(SQL_TEXT(id)), comment_row, NULL, c, &err);
+    /* the post's row lock orders this against replies being added (see comments_create) */
+    rc = sql_exec(*tx,
+                  "UPDATE social_posts SET comment_count = comment_count"
+                  " WHERE id = (SELECT post_id FROM social_comments WHERE id = $1)",
+                  SQL_ARGS(SQL_TEXT(id)), NULL, &err);
+    if (!rc)
+        rc = social_get(*tx, COMMENT_SELECT " WHERE c.id = $1", SQL_ARGS(SQL_TEXT(id)), comment_row, NULL, c, &err);
     if (rc == 1) {
         rc = post_load(*tx, req, jstr(*c, "post_id"), &post, &err);
         if (rc != 1)

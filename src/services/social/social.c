@@ -174,10 +174,13 @@ static int demo_seed(sql_tx *tx, pl_error *err)
     if (rc <= 0 || strcmp(state, "pending") != 0)
         return rc < 0 ? rc : 0;
     demo_user ada = {{0}}, sam = {{0}}, lin = {{0}};
-    struct { const char *name; demo_user *u; } want[] = {{"ada", &ada}, {"sam", &sam}, {"lin", &lin}};
+    /* username and display name as identity's demo makes them: a real
+     * account that merely shares a username does not get demo posts */
+    struct { const char *name, *display; demo_user *u; } want[] = {
+        {"ada", "Ada Lovelace", &ada}, {"sam", "Sam Student", &sam}, {"lin", "Lin Learner", &lin}};
     for (size_t i = 0; i < 3; i++) {
-        rc = sql_one(tx, "SELECT user_id FROM social_users WHERE username = $1", SQL_ARGS(SQL_TEXT(want[i].name)),
-                     read_id, want[i].u, err);
+        rc = sql_one(tx, "SELECT user_id FROM social_users WHERE username = $1 AND display_name = $2",
+                     SQL_ARGS(SQL_TEXT(want[i].name), SQL_TEXT(want[i].display)), read_id, want[i].u, err);
         if (rc <= 0)
             return rc; /* not all here yet: a later registration event tries again */
     }
