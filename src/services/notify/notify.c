@@ -132,12 +132,17 @@ int notify_deliver(sql_tx *tx, doc_store *d, const notify_input *in, pl_error *e
         rc = doc_find(tx, d, NOTIFY_COLL, &q, &ids, &docs, &n, err);
         json_decref(uid);
         json_decref(grp);
+        bool found = false;
         if (!rc && n == 1) {
-            rc = coalesce(tx, d, ids[0], docs[0], in->actor_id, now, err);
-            if (rc == 1)
-                rc = emit(tx, "pl.notify.notification_updated.v1", ids[0], docs[0], err);
+            /* Read it again, locked: another instance may be growing it (follows of one
+             * followee come on different partitions) or its owner marking it read. */
+            json_t *cur = NULL;
+            rc = doc_get(tx, d, NOTIFY_COLL, ids[0], &cur, err);
+            found = !rc && !json_is_true(json_object_get(cur, "read"));
+            if (found && (rc = coalesce(tx, d, ids[0], cur, in->actor_id, now, err)) == 1)
+                rc = emit(tx, "pl.notify.notification_updated.v1", ids[0], cur, err);
+            json_decref(cur);
         }
-        bool found = n == 1;
         doc_results_free(ids, docs, n);
         if (rc || found)
             return rc;
