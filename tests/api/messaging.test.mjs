@@ -321,6 +321,8 @@ describe('messaging', () => {
         assert.ok(!(await list(b.token)).body.items.some((x) => x.id === g.id));
         const now = (await conv(a.token, g.id)).body;
         assert.deepEqual(now.member_ids, [a.id, d.id]);
+        assert.deepEqual(now.members.map((m) => m.user_id), [a.id, d.id]);
+        assert.ok(now.members.every((m) => typeof m.display_name === 'string' && typeof m.username === 'string'));
         const dm = (await createKnown(a.token, { kind: 'direct', member_ids: [e.id] })).body;
         assertError(await api('DELETE', `/api/v1/conversations/${dm.id}/members/${e.id}`, a.token), 422);
         assertError(await api('DELETE', `/api/v1/conversations/${dm.id}/members/${a.id}`, a.token), 422);

@@ -357,6 +357,26 @@ int msg_conv_get(http_req *req, http_res *res)
         return store_fail(req, rc, &err);
     if (!(rc = msg_member_get(tx, d, id, me, &member, &err)) && !(rc = doc_get(tx, d, MSG_CONVS, id, &conv, &err)))
         rc = msg_conv_view(tx, d, id, conv, me, member, &view, &err);
+    /* the members with their names (the users projection), for a conversation header */
+    json_t *people = json_array(), *x;
+    size_t i;
+    json_array_foreach(rc ? NULL : json_object_get(conv, "member_ids"), i, x) {
+        json_t *u = NULL;
+        int ur = doc_get(tx, d, MSG_USERS, json_string_value(x), &u, &err);
+        if (ur && ur != PL_ENOTFOUND) {
+            rc = ur;
+            break;
+        }
+        json_array_append_new(people, json_pack("{s:O, s:s?, s:s?}", "user_id", x, "username", str(u, "username"),
+                                                "display_name", str(u, "display_name")));
+        json_decref(u);
+    }
+    if (!rc)
+        json_object_set_new(view, "members", people);
+    else {
+        json_decref(people);
+        json_decref(view);
+    }
     sql_rollback(tx);
     json_decref(conv);
     json_decref(member);
