@@ -366,3 +366,32 @@ describe('messaging', () => {
         await srv.stopClean();
     });
 });
+
+describe('messaging demo data', () => {
+    test('--demo seeds a study group and a direct chat once identity\'s demo users reach the projection', async () => {
+        const srv = await startServer({ env: BUS_ENV, args: ['--services', 'identity,messaging', '--demo'] });
+        try {
+            const sam = await srv.login('sam', 'campus-demo-1');
+            const lin = await srv.login('lin', 'campus-demo-1');
+            const items = await waitFor(async () => {
+                const r = await srv.get('/api/v1/conversations', { token: sam.token });
+                return r.body?.items?.length === 2 ? r.body.items : null;
+            }, { what: 'the demo conversations' });
+            const group = items.find((c) => c.kind === 'group');
+            const direct = items.find((c) => c.kind === 'direct');
+            assert.equal(group.title, 'Intro to Algorithms study group');
+            assert.equal(group.member_ids.length, 3);
+            assert.equal(group.unread_count, 2, 'sam wrote the second of four messages');
+            assert.equal(direct.unread_count, 1);
+            const msgs = await srv.get(`/api/v1/conversations/${group.id}/messages`, { token: lin.token });
+            assert.equal(msgs.body.items.length, 4);
+            // the direct pair is the one the API would find
+            const again = await srv.post('/api/v1/conversations', { kind: 'direct', member_ids: [lin.user.id] }, { token: sam.token });
+            assert.equal(again.status, 200, again.text);
+            assert.equal(again.body.id, direct.id);
+            await srv.stopClean();
+        } finally {
+            await srv.cleanup();
+        }
+    });
+});

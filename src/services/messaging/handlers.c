@@ -15,8 +15,6 @@
 #include <string.h>
 #include <strings.h>
 
-#define PREVIEW_MAX 140 /* code points of the last message shown in lists */
-
 static doc_store *store_of(http_req *req) { return ((service_ctx *)req->ctx)->doc; }
 static const char *str(const json_t *o, const char *key) { return json_string_value(json_object_get(o, key)); }
 
@@ -67,20 +65,6 @@ static int body_fail(http_req *req, jv *v, json_t *body)
     jv_free(v);
     json_decref(body);
     return rc;
-}
-
-static json_t *preview_of(const char *id, const char *sender, const char *text, const char *at)
-{
-    size_t bytes = 0, cps = 0;
-    while (text[bytes] && cps < PREVIEW_MAX) {
-        bytes++;
-        while (((unsigned char)text[bytes] & 0xC0) == 0x80)
-            bytes++;
-        cps++;
-    }
-    json_t *t = json_stringn(text, bytes);
-    return json_pack("{s:s, s:s, s:o, s:b, s:s}", "id", id, "sender_id", sender, "text", t, "truncated",
-                     text[bytes] != '\0', "sent_at", at);
 }
 
 static int limit_arg(http_req *req, long def, long *out)
@@ -480,7 +464,7 @@ int msg_send(http_req *req, http_res *res)
         json_decref(m);
     }
     if (!rc) {
-        json_t *p = json_pack("{s:o, s:s}", "last_message", preview_of(mid, me, text, now), "activity", activity);
+        json_t *p = json_pack("{s:o, s:s}", "last_message", msg_preview(mid, me, text, now), "activity", activity);
         rc = doc_patch(tx, d, MSG_CONVS, cid, p, NULL, &err);
         json_decref(p);
     }

@@ -36,6 +36,8 @@ int msg_unread(sql_tx *tx, doc_store *d, const char *conv_id, const char *user_i
 int msg_conv_view(sql_tx *tx, doc_store *d, const char *conv_id, const json_t *conv, const char *user_id,
                   const json_t *member, json_t **out, pl_error *err);
 json_t *msg_message_json(const char *id, const json_t *doc);
+/* The last_message preview: the text cut to 140 code points (new reference). */
+json_t *msg_preview(const char *id, const char *sender, const char *text, const char *at);
 
 /* handlers.c */
 int msg_conv_create(http_req *req, http_res *res);
