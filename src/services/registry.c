@@ -9,6 +9,7 @@ extern const service_def audit_service;
 extern const service_def social_service;
 extern const service_def testkit_service;
 extern const service_def notify_service, messaging_service;
+extern const service_def doctest_service;
 
 const service_def *const service_registry[] = {
     &identity_service,
@@ -16,6 +17,7 @@ const service_def *const service_registry[] = {
     &social_service,
     &testkit_service,
     &notify_service, &messaging_service,
+    &doctest_service,
     NULL,
 };
 
