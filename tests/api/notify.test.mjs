@@ -258,3 +258,30 @@ describe('notify', () => {
         await srv.stopClean();
     });
 });
+
+// achievements awards a badge for every first post, so it runs on a server of its own (the counts above
+// would all grow by one).
+describe('notify with achievements', () => {
+    test('a badge notifies its earner with no actors: a first post earns "First post"', async () => {
+        const srv = await startServer({ env: BUS_ENV, args: ['--services', 'identity,social,achievements,notify'] });
+        try {
+            const u = await srv.session();
+            const p = await srv.post('/api/v1/posts', { text: 'my very first post' }, { token: u.token });
+            assert.equal(p.status, 201, p.text);
+            const items = await waitFor(async () => {
+                const r = await srv.get('/api/v1/notifications', { token: u.token });
+                return r.body?.items?.length ? r.body.items : null;
+            }, { what: 'the badge notification', timeoutMs: 15000 });
+            assert.equal(items.length, 1);
+            const b = items[0];
+            assert.equal(b.kind, 'badge');
+            assert.equal(b.object_type, 'badge');
+            assert.equal(b.text, 'You earned the badge "First post"');
+            assert.deepEqual(b.actor_ids, []);
+            assert.equal(b.actor_count, 0);
+            await srv.stopClean();
+        } finally {
+            await srv.cleanup();
+        }
+    });
+});
