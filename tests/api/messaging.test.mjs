@@ -130,6 +130,7 @@ describe('messaging', () => {
         for (const cid of [g.id, ghost, 'nonsense']) {
             assertError(await conv(outsider.token, cid), 404, 'not_found');
             assertError(await messages(outsider.token, cid), 404, 'not_found');
+            assertError(await api('GET', `/api/v1/conversations/${cid}/messages/${m.body.id}`, outsider.token), 404, 'not_found');
             assertError(await send(outsider.token, cid, 'let me in'), 404, 'not_found');
             assertError(await markRead(outsider.token, cid), 404, 'not_found');
             assertError(await api('POST', `/api/v1/conversations/${cid}/members`, outsider.token, { user_id: outsider.id }), 404, 'not_found');
@@ -163,6 +164,13 @@ describe('messaging', () => {
             sent.push(r.body);
         }
         const ids = sent.map((m) => m.id);
+        const loc = await api('GET', `/api/v1/conversations/${d.id}/messages/${ids[1]}`, b.token);
+        assert.equal(loc.status, 200, loc.text);
+        assert.deepEqual(loc.body, sent[1]);
+        const where = await send(a.token, d.id, 'where');
+        assert.equal(where.headers.get('location'), `/api/v1/conversations/${d.id}/messages/${where.body.id}`);
+        sent.push(where.body);
+        ids.push(where.body.id);
         // backwards, 3 at a time
         const seen = [];
         let cursor = null;
@@ -207,6 +215,8 @@ describe('messaging', () => {
         const other = (await group(a, [b, (await users(1))[0]])).id;
         const elsewhere = await send(a.token, other, 'elsewhere');
         assertError(await messages(a.token, d.id, `?after=${elsewhere.body.id}`), 400, 'validation_failed');
+        assertError(await api('GET', `/api/v1/conversations/${d.id}/messages/${elsewhere.body.id}`, a.token), 404, 'not_found');
+        assertError(await api('GET', `/api/v1/conversations/${d.id}/messages/nope`, a.token), 404, 'not_found');
     });
 
     test('unread counts and read markers: per member, sending reads, the marker only moves forward', async () => {

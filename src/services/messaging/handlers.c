@@ -594,6 +594,38 @@ int msg_list(http_req *req, http_res *res)
     return 0;
 }
 
+/* GET /api/v1/conversations/{id}/messages/{message_id} (the Location of a sent message) */
+int msg_get(http_req *req, http_res *res)
+{
+    const char *cid = http_param(req, "id"), *mid = http_param(req, "message_id");
+    if (!uuid_valid(cid))
+        return no_conversation(req);
+    doc_store *d = store_of(req);
+    pl_error err = {0};
+    sql_tx *tx;
+    json_t *m = NULL;
+    int rc = sql_begin(doc_sql(d), SQL_TX_READ, &tx, &err);
+    if (rc)
+        return store_fail(req, rc, &err);
+    rc = msg_member_get(tx, d, cid, req->principal->user_id, NULL, &err);
+    if (rc == PL_ENOTFOUND) {
+        sql_rollback(tx);
+        return no_conversation(req);
+    }
+    if (!rc)
+        rc = uuid_valid(mid) ? doc_get(tx, d, MSG_MESSAGES, mid, &m, &err) : PL_ENOTFOUND;
+    sql_rollback(tx);
+    if (rc == PL_ENOTFOUND || (!rc && strcmp(str(m, "conversation_id"), cid) != 0)) {
+        json_decref(m);
+        return http_fail(req, PL_ENOTFOUND, NULL, "no such message in this conversation");
+    }
+    if (rc)
+        return store_fail(req, rc, &err);
+    http_json(res, 200, msg_message_json(mid, m));
+    json_decref(m);
+    return 0;
+}
+
 /* ---- membership ------------------------------------------------------------------------------ */
 
 /* Loads the conversation for a membership change by `me`: PL_ENOTFOUND when

@@ -298,6 +298,7 @@ static const http_route messaging_routes[] = {
     {"GET", "/api/v1/conversations/{id}", msg_conv_get, HTTP_AUTH, "one of my conversations"},
     {"POST", "/api/v1/conversations/{id}/messages", msg_send, HTTP_AUTH, "send a message (Idempotency-Key)"},
     {"GET", "/api/v1/conversations/{id}/messages", msg_list, HTTP_AUTH, "messages, newest first or ?after="},
+    {"GET", "/api/v1/conversations/{id}/messages/{message_id}", msg_get, HTTP_AUTH, "one message"},
     {"POST", "/api/v1/conversations/{id}/members", msg_member_add, HTTP_AUTH, "add a member (group creator)"},
     {"DELETE", "/api/v1/conversations/{id}/members/{user_id}", msg_member_remove, HTTP_AUTH,
      "remove a member (creator) or leave (oneself)"},

@@ -45,6 +45,7 @@ int msg_conv_list(http_req *req, http_res *res);
 int msg_conv_get(http_req *req, http_res *res);
 int msg_send(http_req *req, http_res *res);
 int msg_list(http_req *req, http_res *res);
+int msg_get(http_req *req, http_res *res);
 int msg_member_add(http_req *req, http_res *res);
 int msg_member_remove(http_req *req, http_res *res);
 int msg_mark_read(http_req *req, http_res *res);
