@@ -8,7 +8,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 
-import { assertError, startServer } from './harness.mjs';
+import { assertError, assertNoSanitizerReport, makeTempDir, removeTempDir, startServer } from './harness.mjs';
 import { BUS_ENV, assertValidEvent, loadSchemas, readLog, waitFor } from './bus-harness.mjs';
 
 describe('notify', () => {
@@ -282,6 +282,49 @@ describe('notify with achievements', () => {
             await srv.stopClean();
         } finally {
             await srv.cleanup();
+        }
+    });
+});
+
+// kill -9 while notify is working through a burst of likes, restart on the same data: every like is
+// counted exactly once (the inbox commits with the coalesced notification), with one created and
+// actor_count - 1 updated events.
+describe('notify across a crash', () => {
+    test('kill -9 mid-burst, restart: one notification, actor_count = distinct likers, events once each', async () => {
+        const dir = await makeTempDir();
+        const args = ['--services', 'identity,social,notify'];
+        // a short lease: the dead instance's partitions move to the restarted one quickly
+        const env = { ...BUS_ENV, PULSE_BUS_LEASE: '1s' };
+        let srv = await startServer({ dataDir: dir, env, args });
+        try {
+            const author = await srv.session();
+            const post = await srv.post('/api/v1/posts', { text: 'crash me' }, { token: author.token });
+            assert.equal(post.status, 201, post.text);
+            const LIKERS = 10;
+            const fans = await Promise.all(Array.from({ length: LIKERS }, () => srv.session()));
+            const likes = await Promise.all(fans.map((f) => srv.post(`/api/v1/posts/${post.body.id}/like`, undefined, { token: f.token })));
+            for (const r of likes) assert.ok(r.status < 300, r.text);
+            srv.kill(); // SIGKILL by PID: some likes handled, probably not all
+            assert.equal((await srv.exited).signal, 'SIGKILL');
+            assertNoSanitizerReport(srv.stderr);
+            srv = await startServer({ dataDir: dir, env, args });
+            const { token } = await srv.login(author.input.username, author.input.password);
+            const items = await waitFor(async () => {
+                const r = await srv.get('/api/v1/notifications', { token });
+                return r.body?.items?.[0]?.actor_count >= LIKERS ? r.body.items : null;
+            }, { what: 'every like after the restart', timeoutMs: 20000 });
+            assert.equal(items.length, 1);
+            assert.equal(items[0].actor_count, LIKERS, 'no like counted twice');
+            const mine = (ev) => ev.data?.user_id === author.user.id;
+            const events = await readLog(dir, (evs) => evs.filter(mine).length >= LIKERS, { pattern: 'pl.notify.*' });
+            const ours = events.filter(mine);
+            assert.equal(ours.length, LIKERS);
+            assert.equal(ours.filter((e) => e.type === 'pl.notify.notification_created.v1').length, 1);
+            assert.deepEqual(ours.map((e) => e.data.actor_count), Array.from({ length: LIKERS }, (_, i) => i + 1));
+            await srv.stopClean();
+        } finally {
+            await srv.cleanup();
+            await removeTempDir(dir);
         }
     });
 });
