@@ -762,7 +762,11 @@ int msg_member_remove(http_req *req, http_res *res)
         rc = http_fail(req, PL_EFORBIDDEN, NULL, "only the group's creator removes other members");
         goto out;
     }
-    const char *target = self ? me : uid;
+    char lower[40];
+    snprintf(lower, sizeof lower, "%s", self ? me : uid);
+    for (char *c = lower; *c; c++) /* ids are stored lower-case */
+        *c = (char)(*c >= 'A' && *c <= 'F' ? *c + 32 : *c);
+    const char *target = lower;
     char key[160];
     snprintf(key, sizeof key, "%s|%s", cid, target);
     rc = uuid_valid(target) ? doc_delete(tx, d, MSG_MEMBERS, key, &err) : PL_ENOTFOUND;
