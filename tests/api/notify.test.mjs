@@ -31,7 +31,8 @@ describe('notify', () => {
     const until = (token, pred, what) =>
         waitFor(async () => {
             const { items } = await inbox(token, '?limit=100');
-            return pred(items) ? items : null;
+            // names come from notify's users projection, rendered when read: wait for it too
+            return pred(items) && items.every((x) => !x.text.includes('Someone')) ? items : null;
         }, { what, timeoutMs: 15000 });
 
     async function users(n) {
