@@ -158,7 +158,7 @@ FUZZ_CC      ?= clang
 FUZZ_RUNS    ?= 200000
 FUZZ_TARGETS ?= $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/*.c))
 FUZZ_FLAGS   ?=
-FUZZ_SRC     := $(sort $(wildcard src/core/*.c)) src/http/router.c
+FUZZ_SRC     := $(sort $(wildcard src/core/*.c)) src/http/router.c src/store/doc_check.c
 FUZZ_CFLAGS  := -std=gnu11 -g -O1 -fno-omit-frame-pointer -Wall -Wextra -Wno-unused-parameter -Werror \
                 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
 

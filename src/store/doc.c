@@ -31,9 +31,7 @@
 #include <string.h>
 
 #define NAME_MAX_LEN 48
-#define PATH_MAX_DEPTH 4
-#define PATH_MAX_LEN 255
-#define ID_MAX_LEN 128
+#define PATH_MAX_LEN 255 /* doc_check.c holds the validators themselves */
 
 typedef enum { TC_TEXT, TC_NUM, TC_BOOL } tclass;
 
@@ -75,72 +73,6 @@ static char *xstrdup(const char *s)
 
 /* ---- validation ------------------------------------------------------------------ */
 
-bool doc_name_valid(const char *name)
-{
-    if (!name || !(*name >= 'a' && *name <= 'z'))
-        return false;
-    size_t n = strlen(name);
-    return n <= NAME_MAX_LEN && strspn(name, "abcdefghijklmnopqrstuvwxyz0123456789_") == n;
-}
-
-bool doc_path_valid(const char *path)
-{
-    if (!path || !*path || strlen(path) > PATH_MAX_LEN)
-        return false;
-    int depth = 1;
-    size_t seg = 0;
-    for (const char *s = path; *s; s++) {
-        if (*s == '.') {
-            if (seg == 0 || ++depth > PATH_MAX_DEPTH)
-                return false;
-            seg = 0;
-        } else if ((*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') || *s == '_') {
-            seg++;
-        } else {
-            return false;
-        }
-    }
-    return seg > 0;
-}
-
-/* 1..128 bytes of UTF-8 without control characters (ids end up in URLs and logs). */
-bool doc_id_valid(const char *id)
-{
-    if (!id || !*id)
-        return false;
-    const unsigned char *s = (const unsigned char *)id;
-    size_t n = 0;
-    while (s[n]) {
-        unsigned char c = s[n];
-        int extra;
-        uint32_t cp;
-        if (c < 0x20 || c == 0x7f)
-            return false;
-        if (c < 0x80) {
-            n++;
-            continue;
-        } else if ((c & 0xe0) == 0xc0) {
-            extra = 1, cp = c & 0x1f;
-        } else if ((c & 0xf0) == 0xe0) {
-            extra = 2, cp = c & 0x0f;
-        } else if ((c & 0xf8) == 0xf0) {
-            extra = 3, cp = c & 0x07;
-        } else {
-            return false;
-        }
-        for (int k = 1; k <= extra; k++) {
-            if ((s[n + k] & 0xc0) != 0x80)
-                return false;
-            cp = (cp << 6) | (s[n + k] & 0x3f);
-        }
-        if ((extra == 1 && cp < 0x80) || (extra == 2 && cp < 0x800) || (extra == 3 && cp < 0x10000) ||
-            cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-            return false;
-        n += (size_t)extra + 1;
-    }
-    return n <= ID_MAX_LEN;
-}
-
 static int check_coll(doc_store *d, const char *name, pl_error *err)
 {
     if (!doc_name_valid(name))
@@ -177,12 +109,82 @@ static bool has_nul_escape(const char *s)
     return false;
 }
 
+/* For PostgreSQL: jansson writes reals of 1e17 and more with an exponent
+ * ("1e+17"), which jsonb keeps as numeric scale 0 and prints as an integer,
+ * so the real would come back an integer. Writes each such number as the
+ * exact decimal of its double with ".0" instead (jsonb keeps the scale).
+ * Documents, patches and query values all pass through here, so a value
+ * compares equal to itself. Returns a new text, or NULL when nothing changed. */
+static char *expand_reals(const char *text)
+{
+    char *out = NULL;
+    size_t on = 0, cap = 0;
+    const char *copied = text;
+    bool in_str = false;
+    for (const char *s = text; *s; s++) {
+        if (in_str) {
+            if (*s == '\\' && s[1])
+                s++;
+            else if (*s == '"')
+                in_str = false;
+            continue;
+        }
+        if (*s == '"') {
+            in_str = true;
+            continue;
+        }
+        if (*s != '-' && !(*s >= '0' && *s <= '9'))
+            continue;
+        const char *e = s + (*s == '-'), *exp = NULL;
+        while ((*e >= '0' && *e <= '9') || *e == '.' || *e == 'e' || *e == 'E' || *e == '+' || *e == '-') {
+            if (*e == 'e' || *e == 'E')
+                exp = e;
+            e++;
+        }
+        if (exp && exp[1] != '-') {
+            char num[400];
+            int k = snprintf(num, sizeof num, "%.1f", strtod(s, NULL));
+            size_t chunk = (size_t)(s - copied);
+            if (on + chunk + (size_t)k + 1 > cap) {
+                cap = (on + chunk + (size_t)k + 1) * 2 + strlen(e);
+                out = xrealloc(out, cap);
+            }
+            memcpy(out + on, copied, chunk);
+            on += chunk;
+            memcpy(out + on, num, (size_t)k);
+            on += (size_t)k;
+            copied = e;
+        }
+        s = e - 1;
+    }
+    if (!out)
+        return NULL;
+    size_t rest = strlen(copied);
+    out = xrealloc(out, on + rest + 1);
+    memcpy(out + on, copied, rest + 1);
+    return out;
+}
+
+/* The text an engine stores for a JSON value (jansson's, reals expanded on PostgreSQL). */
+static char *dump_for(bool pg, const json_t *v, size_t flags)
+{
+    char *s = json_dumps(v, flags);
+    if (!s)
+        return NULL;
+    char *x = pg ? expand_reals(s) : NULL;
+    if (x) {
+        free(s);
+        s = x;
+    }
+    return s;
+}
+
 /* Serializes an object for storage, or fails with PL_EINVAL. */
-static int dump_object(const json_t *doc, const char *what, char **out, pl_error *err)
+static int dump_object(bool pg, const json_t *doc, const char *what, char **out, pl_error *err)
 {
     if (!json_is_object(doc))
         return err_set(err, PL_EINVAL, what, "a %s must be a JSON object", what);
-    char *s = json_dumps(doc, JSON_COMPACT);
+    char *s = dump_for(pg, doc, JSON_COMPACT);
     if (!s)
         return err_set(err, PL_EINVAL, what, "the %s cannot be serialized", what);
     if (has_nul_escape(s)) {
@@ -417,7 +419,7 @@ static void sb_where(sbuf *b, params *p, bool pg, const doc_cond *where, size_t 
             if (pg && json_is_real(v)) {
                 /* numeric from the text jansson writes into documents: a double as a float8 would
                  * become numeric 0.1000000000000000055..., never equal to the stored 0.10000000000000001 */
-                char *txt = json_dumps(v, JSON_ENCODE_ANY);
+                char *txt = dump_for(true, v, JSON_ENCODE_ANY);
                 if (!txt)
                     abort();
                 p->owned = xrealloc(p->owned, (p->nowned + 1) * sizeof *p->owned);
@@ -657,7 +659,7 @@ int doc_insert(sql_tx *tx, doc_store *d, const char *coll, const char *id, const
 {
     char *text = NULL;
     int rc;
-    if ((rc = check_coll(d, coll, err)) || (rc = check_id(id, err)) || (rc = dump_object(doc, "document", &text, err)))
+    if ((rc = check_coll(d, coll, err)) || (rc = check_id(id, err)) || (rc = dump_object(d->pg, doc, "document", &text, err)))
         return rc;
     char sql[160];
     snprintf(sql, sizeof sql, "INSERT INTO doc_%s (id, doc) VALUES ($1, $2%s) ON CONFLICT (id) DO NOTHING", coll,
@@ -675,7 +677,7 @@ int doc_put(sql_tx *tx, doc_store *d, const char *coll, const char *id, const js
 {
     char *text = NULL;
     int rc;
-    if ((rc = check_coll(d, coll, err)) || (rc = check_id(id, err)) || (rc = dump_object(doc, "document", &text, err)))
+    if ((rc = check_coll(d, coll, err)) || (rc = check_id(id, err)) || (rc = dump_object(d->pg, doc, "document", &text, err)))
         return rc;
     char sql[200];
     int64_t made = 0;
@@ -747,7 +749,7 @@ int doc_get(sql_tx *tx, doc_store *d, const char *coll, const char *id, json_t *
 static int patch_sql(doc_store *d, sbuf *b, params *p, const char *coll, const json_t *patch, char **text,
                      pl_error *err)
 {
-    int rc = dump_object(patch, "patch", text, err);
+    int rc = dump_object(d->pg, patch, "patch", text, err);
     if (rc)
         return rc;
     int k = param_add(p, SQL_TEXT(*text));
@@ -832,7 +834,7 @@ int doc_incr(sql_tx *tx, doc_store *d, const char *coll, const char *id, const c
     }
     v += by;
     json_object_set_new(obj, seg, json_integer(v));
-    char *text = json_dumps(doc, JSON_COMPACT);
+    char *text = dump_for(d->pg, doc, JSON_COMPACT);
     json_decref(doc);
     if (!text)
         abort();

@@ -23,6 +23,22 @@
  * field, which is how the engine can use them: DOC_TEXT, DOC_INT, DOC_REAL,
  * DOC_BOOL. Queries may name any field; undeclared fields are scanned.
  *
+ * Semantics every engine holds to (tests/conformance/doc_conformance.c):
+ *   - A condition compares as its value's type: strings by bytes (code
+ *     points, never a locale), integers and reals as one numeric type (2 ==
+ *     2.0), booleans (false < true). A field of another type, JSON null or
+ *     missing never matches, whatever the op (DOC_NE included): n == 2 does
+ *     not find "2". Objects and arrays are never values.
+ *   - order_by sorts as the type of a condition on that field, else as its
+ *     declared index type (other types then sort as missing), else numbers,
+ *     then strings, then booleans; missing always last, in both directions.
+ *   - A collection must have been declared with doc_ensure by this store
+ *     (this process) before other calls name it, else PL_EINVAL. Documents
+ *     and patches are JSON objects without U+0000 (PL_EINVAL).
+ *   - Embedded, the store is the file <data_dir>/<service>.doc.db (its own,
+ *     beside a service's sql <service>.db); on PostgreSQL, tables
+ *     doc_<collection> in the service's schema.
+ *
  * Threads and errors as in sql.h: the store is shared by all threads; every
  * call returns 0 or a negative PL_E* code and fills err when given.
  * PL_ENOTFOUND for a missing id, PL_ECONFLICT for doc_insert of an existing

@@ -797,6 +797,26 @@ DOC_CASE(reals_and_big_ints)
     assert_json(j, "{\"score\":1e20,\"x\":[-1e25,\"1e25\",12345678901234567890.0,2.0,0.5e-5],\"n\":0}");
     json_decref(j);
     expect_where(d, "score", DOC_GT, "1e19", "c,d");
+    /* reals of 1e17 and more: jansson writes an exponent, and jsonb would print them as integers */
+    put_text(d, "items", "e", "{\"score\":1e17,\"n\":1.5e17,\"x\":{\"y\":[1e23,-2.5e18]}}");
+    j = get_doc(d, "items", "e", &rc);
+    cr_assert_eq(rc, 0);
+    assert_json(j, "{\"score\":1e17,\"n\":1.5e17,\"x\":{\"y\":[1e23,-2.5e18]}}");
+    json_decref(j);
+    expect_where(d, "score", DOC_EQ, "1e17", "e");
+    expect_where(d, "score", DOC_EQ, "100000000000000000", "e"); /* numbers are one type */
+    expect_where(d, "n", DOC_EQ, "1.5e17", "e");
+    expect_where(d, "n", DOC_GT, "1.4e17", "c,e"); /* int64 max and a real */
+    sql_tx *tx = begin(d, SQL_TX_WRITE);
+    json_t *p = J("{\"x\":{\"z\":1e300}}");
+    json_t *out = NULL;
+    pl_error err = {0};
+    cr_assert_eq(doc_patch(tx, d, "items", "e", p, &out, &err), 0, "%s", err.msg);
+    cr_assert(json_is_real(json_object_get(json_object_get(out, "x"), "z")));
+    cr_assert(json_is_real(json_object_get(out, "score")));
+    json_decref(out);
+    json_decref(p);
+    commit(tx);
 }
 
 /* ---- several stores ------------------------------------------------------------------ */
