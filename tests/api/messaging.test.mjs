@@ -348,6 +348,20 @@ describe('messaging', () => {
         assertError(await api('POST', `/api/v1/conversations/${dm.id}/members`, a.token, { user_id: b.id }), 422);
     });
 
+    test('a rename reaches the members list (identity\'s profile_updated), the username stays', async () => {
+        const [a, b, c] = await users(3);
+        const g = await group(a, [b, c]);
+        const before = (await conv(a.token, g.id)).body.members.find((m) => m.user_id === b.id);
+        assert.equal(typeof before.username, 'string');
+        const r = await srv.patch('/api/v1/me', { display_name: 'Renamed Bee' }, { token: b.token });
+        assert.equal(r.status, 200, r.text);
+        const after = await waitFor(async () => {
+            const m = (await conv(a.token, g.id)).body.members.find((x) => x.user_id === b.id);
+            return m.display_name === 'Renamed Bee' ? m : null;
+        }, { what: 'the rename in the messaging projection' });
+        assert.equal(after.username, before.username);
+    });
+
     test('every change emits its event in the same transaction, valid against its schema', async () => {
         const [a, b, c, d] = await users(4);
         const g = await group(a, [b, c]);

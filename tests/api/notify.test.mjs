@@ -78,6 +78,10 @@ describe('notify', () => {
         assert.equal(n.read, false);
         assert.equal(n.user_id, author.id);
         assert.equal((await inbox(fan.token)).items.length, 0, 'the liker gets nothing');
+        // texts are rendered when read: a rename shows
+        const r = await srv.patch('/api/v1/me', { display_name: 'Fan Renamed' }, { token: fan.token });
+        assert.equal(r.status, 200, r.text);
+        await until(author.token, (xs) => xs[0].text === 'Fan Renamed liked your post', 'the rename');
     });
 
     test('five likes on one post coalesce into one notification: actor_count 5, the 3 most recent actors, top by updated_at', async () => {

@@ -254,7 +254,7 @@ static int users_handle(void *ctx, sql_tx *tx, const cloudevent *ev, pl_error *e
     const char *uid = str(ev->data, "user_id"), *name = str(ev->data, "display_name");
     if (!uid)
         return err_set(err, PL_EINVAL, "data", "%s without data.user_id", ev->type);
-    json_t *patch = json_pack("{s:s?, s:s?}", "display_name", name, "username", str(ev->data, "username"));
+    json_t *patch = json_pack("{s:s*, s:s*}", "display_name", name, "username", str(ev->data, "username"));
     int rc = doc_patch(tx, d, MSG_USERS, uid, patch, NULL, err);
     if (rc == PL_ENOTFOUND)
         rc = doc_put(tx, d, MSG_USERS, uid, patch, NULL, err);

@@ -275,7 +275,7 @@ static int users_handle(void *ctx, sql_tx *tx, const cloudevent *ev, pl_error *e
         return err_set(err, PL_EINVAL, "data", "%s without data.user_id", ev->type);
     if (!name)
         return 0;
-    json_t *patch = json_pack("{s:s, s:s?}", "display_name", name, "username", str(ev->data, "username"));
+    json_t *patch = json_pack("{s:s, s:s*}", "display_name", name, "username", str(ev->data, "username"));
     int rc = doc_patch(tx, d, NOTIFY_USERS_COLL, uid, patch, NULL, err);
     if (rc == PL_ENOTFOUND)
         rc = doc_put(tx, d, NOTIFY_USERS_COLL, uid, patch, NULL, err);
