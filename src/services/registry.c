@@ -7,6 +7,8 @@
 extern const service_def identity_service;
 extern const service_def audit_service;
 extern const service_def social_service;
+extern const service_def notify_service;
+extern const service_def messaging_service;
 extern const service_def courses_service;
 extern const service_def achievements_service;
 extern const service_def doctest_service;
@@ -16,6 +18,8 @@ const service_def *const service_registry[] = {
     &identity_service,
     &audit_service,
     &social_service,
+    &notify_service,
+    &messaging_service,
     &courses_service,
     &achievements_service,
     &doctest_service,

@@ -18,6 +18,7 @@
 //   malformed    every write endpoint: bad JSON, wrong types, unknown
 //                members, huge text, bad ids -> 4xx in the error shape
 //   events       every pl.social.* event validates against its schema
+//   exit         the server stops cleanly under ASan (leaks included)
 //
 // Users are known to social only through identity's user_registered event
 // (the social.users projection): tests wait until social answers for a new
@@ -506,5 +507,10 @@ describe('social', () => {
             'post_liked', 'post_unliked', 'user_followed', 'user_unfollowed', 'campus_event_created', 'campus_event_updated',
             'campus_event_deleted', 'rsvp_changed'])
             assert.ok(types.has(`pl.social.${t}.v1`), `no ${t} event seen (the tests above emit each)`);
+    });
+
+    test('the server and the tail exit cleanly: exit 0, no sanitizer or leak report', async () => {
+        await tail.stop();
+        await srv.stopClean();
     });
 });
