@@ -1,0 +1,386 @@
+/*
+ * read.c - GET /api/v1/timeline/home: the caller's home feed, newest first,
+ * hydrated from the post and user read models through the layered cache.
+ *
+ * Sources: the caller's "feed:<id>" (fanned out on write) and the
+ * "posts:<author>" set of every followed author who has posts left out of the
+ * fan-out (more followers than fanout_threshold), merged at read time
+ * (feed.h). Paging is by an opaque cursor (score, id) of the last entry
+ * shown: the next page holds exactly the entries after it, so entries added
+ * at the head meanwhile cause neither duplicates nor gaps.
+ *
+ * Shown: posts in the read model, not deleted, whose author is the caller or
+ * someone the caller follows (the committed follow graph): an entry written
+ * to kv by a transaction that has not committed (or never will) stays hidden.
+ */
+#include "core/arena.h"
+#include "core/json.h"
+#include "services/timeline/feed.h"
+#include "services/timeline/timeline.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define PAGE_DEFAULT 20
+#define PAGE_MAX 100
+#define CELEBRITIES_MAX 200 /* merged sources per read, beyond the caller's own feed */
+#define ROUNDS_MAX 8        /* fetch rounds when entries of a page are hidden */
+
+typedef struct source {
+    char key[TL_FEED_KEY];
+    bool exhausted; /* the last fetch returned every entry it had after the cursor */
+} source;
+
+typedef struct page_ctx {
+    http_req *req;
+    timeline *t;
+    sql_tx *tx;
+    const char *me;
+    pl_error err;
+} page_ctx;
+
+/* The entries of one source after `cur`, up to `want`, copied into the arena. */
+static int fetch_source(page_ctx *pc, source *s, const tl_cursor *cur, size_t want, tl_entry **out, size_t *nout)
+{
+    *out = arena_alloc(pc->req->arena, want * sizeof **out);
+    *nout = 0;
+    double hi = cur ? (double)cur->score : INFINITY;
+    for (size_t lim = want + 8;; lim *= 2) {
+        kv_zitem *items = NULL;
+        size_t n = 0;
+        int rc = kv_zrange_score(pc->t->ctx->kv, s->key, -INFINITY, hi, true, 0, lim, &items, &n, &pc->err);
+        if (rc)
+            return rc;
+        size_t valid = 0;
+        for (size_t i = 0; i < n; i++) {
+            tl_entry e = {.id = items[i].member, .score = items[i].score};
+            valid += tl_id_valid(e.id) && tl_after(&e, cur);
+        }
+        if (n < lim || valid >= want) {
+            /* ties at the cursor's score come in either order from the engine: keep the first
+             * `want` in feed order, which tl_merge sorts out below */
+            tl_entry *all = arena_alloc(pc->req->arena, (valid ? valid : 1) * sizeof *all);
+            size_t k = 0;
+            for (size_t i = 0; i < n; i++) {
+                tl_entry e = {.id = items[i].member, .score = items[i].score};
+                if (tl_id_valid(e.id) && tl_after(&e, cur))
+                    all[k++] = (tl_entry){.id = arena_strdup(pc->req->arena, e.id), .score = e.score};
+            }
+            kv_zitems_free(items, n);
+            const tl_entry *srcs[1] = {all};
+            *nout = tl_merge(srcs, &k, 1, cur, *out, want);
+            s->exhausted = n < lim && *nout == k;
+            return 0;
+        }
+        kv_zitems_free(items, n);
+    }
+}
+
+/* ---- hydration through the cache, one query per kind for what it misses ------------------------------------ */
+
+typedef struct miss_list {
+    const char **keys;
+    size_t n, cap;
+    arena *a;
+} miss_list;
+
+static int note_miss(void *ud, const char *key, char **val, size_t *len, pl_error *err)
+{
+    miss_list *m = ud;
+    if (m->n == m->cap) {
+        size_t cap = m->cap ? m->cap * 2 : 32;
+        const char **k = arena_alloc(m->a, cap * sizeof *k);
+        if (m->n)
+            memcpy(k, m->keys, m->n * sizeof *k);
+        m->keys = k;
+        m->cap = cap;
+    }
+    m->keys[m->n++] = arena_strdup(m->a, key);
+    return 0;
+}
+
+static int from_loaded(void *ud, const char *key, char **val, size_t *len, pl_error *err)
+{
+    json_t *s = json_object_get(ud, key);
+    if (!s)
+        return 0;
+    *val = strdup(json_string_value(s));
+    if (!*val)
+        abort();
+    *len = strlen(*val);
+    return 1;
+}
+
+/* "$first, $first+1, ..." for n ids. */
+static char *placeholders(arena *a, int first, size_t n)
+{
+    char *s = arena_alloc(a, n * 8 + 1), *p = s;
+    for (size_t i = 0; i < n; i++)
+        p += sprintf(p, "%s$%d", i ? "," : "", first + (int)i);
+    *p = '\0';
+    return s;
+}
+
+/* Runs `select` (a query ending in "IN (" that selects the key first) for the missed keys and
+ * makes a JSON object key -> JSON text of the row, as `row_json` builds it. */
+static int load_missing(page_ctx *pc, const char *select, const miss_list *m, json_t *(*row_json)(sql_rows *r),
+                        json_t **loaded)
+{
+    *loaded = json_object();
+    if (!m->n)
+        return 0;
+    arena *a = pc->req->arena;
+    char *q = arena_sprintf(a, "%s%s)", select, placeholders(a, 1, m->n));
+    sql_arg *args = arena_alloc(a, m->n * sizeof *args);
+    for (size_t i = 0; i < m->n; i++)
+        args[i] = SQL_TEXT(m->keys[i]);
+    sql_rows *r;
+    int rc = sql_query(pc->tx, q, args, m->n, &r, &pc->err);
+    if (rc)
+        return rc;
+    while ((rc = sql_next(r, &pc->err)) == 1) {
+        json_t *row = row_json(r);
+        char *text = json_compact(row);
+        json_object_set_new(*loaded, sql_text(r, 0), json_string(text));
+        free(text);
+        json_decref(row);
+    }
+    sql_rows_close(r);
+    return rc < 0 ? rc : 0;
+}
+
+static json_t *post_row_json(sql_rows *r)
+{
+    return json_pack("{s:s, s:s, s:s, s:s?, s:s, s:s, s:b, s:I, s:I}", "id", sql_text(r, 0), "author_id",
+                     sql_text(r, 1), "text", sql_text(r, 2), "course_id", sql_text(r, 3), "visibility", sql_text(r, 4),
+                     "created_at", sql_text(r, 5), "deleted", (int)sql_int(r, 6), "like_count",
+                     (json_int_t)sql_int(r, 7), "comment_count", (json_int_t)sql_int(r, 8));
+}
+
+static json_t *user_row_json(sql_rows *r)
+{
+    return json_pack("{s:s, s:s, s:s}", "id", sql_text(r, 0), "username", sql_text(r, 1), "display_name",
+                     sql_text(r, 2));
+}
+
+/* Fills vals[i] (parsed JSON, or NULL when not in the read model) for keys[i] from cache c. */
+static int hydrate(page_ctx *pc, cache *c, const char *select, json_t *(*row_json)(sql_rows *r), const char *const *keys,
+                   size_t n, json_t **vals)
+{
+    miss_list m = {.a = pc->req->arena};
+    for (size_t i = 0; i < n; i++) {
+        char *v = NULL;
+        size_t len = 0;
+        vals[i] = NULL;
+        int rc = cache_get(c, keys[i], note_miss, &m, &v, &len, &pc->err);
+        if (rc < 0)
+            return rc;
+        if (rc == 1) {
+            vals[i] = json_loadb(v, len, 0, NULL);
+            free(v);
+        }
+    }
+    json_t *loaded = NULL;
+    int rc = load_missing(pc, select, &m, row_json, &loaded);
+    for (size_t i = 0; i < n && !rc; i++) {
+        if (vals[i] || !json_object_get(loaded, keys[i]))
+            continue;
+        char *v = NULL;
+        size_t len = 0;
+        int g = cache_get(c, keys[i], from_loaded, loaded, &v, &len, &pc->err);
+        if (g < 0)
+            rc = g;
+        else if (g == 1) {
+            vals[i] = json_loadb(v, len, 0, NULL);
+            free(v);
+        }
+    }
+    json_decref(loaded);
+    return rc;
+}
+
+/* The caller's likes among the page's posts and follows among its authors, in one query. */
+static int reader_marks(page_ctx *pc, const char *const *posts, size_t np, const char *const *authors, size_t na,
+                        json_t *liked, json_t *followed)
+{
+    arena *a = pc->req->arena;
+    char *q = arena_sprintf(a,
+                            "SELECT 'l', post_id FROM timeline_likes WHERE user_id = $1 AND post_id IN (%s)"
+                            " UNION ALL SELECT 'f', followee_id FROM timeline_follows WHERE follower_id = $1"
+                            " AND followee_id IN (%s)",
+                            placeholders(a, 2, np), placeholders(a, 2 + (int)np, na));
+    sql_arg *args = arena_alloc(a, (1 + np + na) * sizeof *args);
+    args[0] = SQL_TEXT(pc->me);
+    for (size_t i = 0; i < np; i++)
+        args[1 + i] = SQL_TEXT(posts[i]);
+    for (size_t i = 0; i < na; i++)
+        args[1 + np + i] = SQL_TEXT(authors[i]);
+    sql_rows *r;
+    int rc = sql_query(pc->tx, q, args, 1 + np + na, &r, &pc->err);
+    if (rc)
+        return rc;
+    while ((rc = sql_next(r, &pc->err)) == 1)
+        json_object_set_new(sql_text(r, 0)[0] == 'l' ? liked : followed, sql_text(r, 1), json_true());
+    sql_rows_close(r);
+    return rc < 0 ? rc : 0;
+}
+
+static const char POST_SELECT[] =
+    "SELECT p.post_id, p.author_id, p.text, p.course_id, p.visibility, p.created_at, p.deleted,"
+    " COALESCE(s.like_count, 0), COALESCE(s.comment_count, 0) FROM timeline_posts p"
+    " LEFT JOIN timeline_post_stats s ON s.post_id = p.post_id WHERE p.post_id IN (";
+static const char USER_SELECT[] = "SELECT user_id, username, display_name FROM timeline_users WHERE user_id IN (";
+
+/* Hydrates the merged entries and appends the ones the caller may see to items. */
+static int show(page_ctx *pc, const tl_entry *e, size_t n, json_t *items, size_t limit, tl_entry *last_shown)
+{
+    arena *a = pc->req->arena;
+    const char **ids = arena_alloc(a, n * sizeof *ids);
+    json_t **posts = arena_calloc(a, n * sizeof *posts);
+    for (size_t i = 0; i < n; i++)
+        ids[i] = e[i].id;
+    int rc = hydrate(pc, pc->t->posts, POST_SELECT, post_row_json, ids, n, posts);
+    const char **authors = arena_alloc(a, n * sizeof *authors);
+    size_t na = 0;
+    for (size_t i = 0; i < n && !rc; i++) {
+        const char *au = posts[i] ? json_string_value(json_object_get(posts[i], "author_id")) : NULL;
+        bool seen = !au;
+        for (size_t k = 0; k < na && !seen; k++)
+            seen = strcmp(authors[k], au) == 0;
+        if (!seen)
+            authors[na++] = au;
+    }
+    json_t **users = arena_calloc(a, (na ? na : 1) * sizeof *users);
+    json_t *liked = json_object(), *followed = json_object();
+    if (!rc && na)
+        rc = hydrate(pc, pc->t->users, USER_SELECT, user_row_json, authors, na, users);
+    if (!rc && na)
+        rc = reader_marks(pc, ids, n, authors, na, liked, followed);
+    for (size_t i = 0; i < n && !rc && json_array_size(items) < limit; i++) {
+        json_t *p = posts[i];
+        const char *au = p ? json_string_value(json_object_get(p, "author_id")) : NULL;
+        if (!au || json_is_true(json_object_get(p, "deleted")) ||
+            (strcmp(au, pc->me) != 0 && !json_object_get(followed, au)))
+            continue;
+        json_t *author = NULL;
+        for (size_t k = 0; k < na && !author; k++)
+            if (strcmp(authors[k], au) == 0 && users[k])
+                author = json_pack("{s:s, s:O, s:O}", "id", au, "username", json_object_get(users[k], "username"),
+                                   "display_name", json_object_get(users[k], "display_name"));
+        if (!author) /* the author's registration has not reached the timeline yet */
+            author = json_pack("{s:s, s:n, s:n}", "id", au, "username", "display_name");
+        json_array_append_new(
+            items, json_pack("{s:O, s:o, s:O, s:O, s:O, s:O, s:O, s:O, s:b}", "id", json_object_get(p, "id"), "author",
+                             author, "text", json_object_get(p, "text"), "course_id",
+                             json_object_get(p, "course_id") ? json_object_get(p, "course_id") : json_null(),
+                             "visibility", json_object_get(p, "visibility"), "created_at",
+                             json_object_get(p, "created_at"), "like_count", json_object_get(p, "like_count"),
+                             "comment_count", json_object_get(p, "comment_count"), "liked_by_me",
+                             json_object_get(liked, e[i].id) != NULL));
+        *last_shown = e[i];
+    }
+    for (size_t i = 0; i < n; i++)
+        json_decref(posts[i]);
+    for (size_t k = 0; k < na; k++)
+        json_decref(users[k]);
+    json_decref(liked);
+    json_decref(followed);
+    return rc;
+}
+
+/* ---- the handler ------------------------------------------------------------------------------------------ */
+
+static int bad_query(http_req *req, const char *field, const char *why)
+{
+    return http_fail(req, PL_EINVAL, json_pack("{s:s}", field, why), "invalid query");
+}
+
+/* The followed authors whose posts are merged at read time. */
+static int celebrity_sources(page_ctx *pc, source **out, size_t *n)
+{
+    sql_rows *r;
+    int rc = sql_query(pc->tx,
+                       "SELECT f.followee_id FROM timeline_follows f JOIN timeline_authors a ON a.author_id = f.followee_id"
+                       " WHERE f.follower_id = $1 AND a.unfanned = 1 LIMIT $2",
+                       SQL_ARGS(SQL_TEXT(pc->me), SQL_INT(CELEBRITIES_MAX)), &r, &pc->err);
+    if (rc)
+        return rc;
+    source *s = arena_calloc(pc->req->arena, (CELEBRITIES_MAX + 1) * sizeof *s);
+    tl_feed_key(s[0].key, "feed", pc->me);
+    *n = 1;
+    while ((rc = sql_next(r, &pc->err)) == 1)
+        tl_feed_key(s[(*n)++].key, "posts", sql_text(r, 0));
+    sql_rows_close(r);
+    *out = s;
+    return rc < 0 ? rc : 0;
+}
+
+int timeline_home(http_req *req, http_res *res)
+{
+    service_ctx *ctx = req->ctx;
+    const char *ls = http_query(req, "limit"), *cs = http_query(req, "cursor");
+    size_t limit = PAGE_DEFAULT;
+    if (ls) {
+        size_t d = strspn(ls, "0123456789");
+        if (!*ls || ls[d] || d > 3 || (limit = (size_t)strtoul(ls, NULL, 10)) < 1 || limit > PAGE_MAX)
+            return bad_query(req, "limit", "must be an integer from 1 to 100");
+    }
+    tl_cursor cursor, *cur = NULL;
+    if (cs) {
+        if (tl_cursor_decode(cs, &cursor))
+            return bad_query(req, "cursor", "is not a cursor from this feed");
+        cur = &cursor;
+    }
+    page_ctx pc = {.req = req, .t = ctx->state, .me = req->principal->user_id};
+    if (!tl_id_valid(pc.me))
+        return http_fail(req, PL_EFORBIDDEN, NULL, "this account has no feed");
+    int rc = sql_begin(ctx->sql, SQL_TX_READ, &pc.tx, &pc.err);
+    if (rc)
+        return http_fail(req, rc, NULL, "%s", pc.err.msg);
+    source *src = NULL;
+    size_t nsrc = 0;
+    rc = celebrity_sources(&pc, &src, &nsrc);
+    json_t *items = json_array();
+    tl_entry last = {0};
+    bool more = true;
+    for (int round = 0; !rc && round < ROUNDS_MAX && json_array_size(items) < limit && more; round++) {
+        size_t want = limit - json_array_size(items);
+        const tl_entry **lists = arena_alloc(req->arena, nsrc * sizeof *lists);
+        size_t *counts = arena_alloc(req->arena, nsrc * sizeof *counts);
+        more = false;
+        for (size_t s = 0; s < nsrc && !rc; s++) {
+            tl_entry *got;
+            rc = fetch_source(&pc, &src[s], cur, want, &got, &counts[s]);
+            lists[s] = got;
+            more |= !src[s].exhausted;
+        }
+        if (rc)
+            break;
+        tl_entry *merged = arena_alloc(req->arena, want * sizeof *merged);
+        size_t n = tl_merge(lists, counts, nsrc, cur, merged, want);
+        if (!n)
+            break;
+        /* more may wait in a source that is not exhausted, or in one whose entries were cut by the merge */
+        more = more || n == want;
+        rc = show(&pc, merged, n, items, limit, &last);
+        /* the next round starts after the last entry considered, shown or not */
+        cur = arena_alloc(req->arena, sizeof *cur);
+        cur->score = (int64_t)merged[n - 1].score;
+        snprintf(cur->id, sizeof cur->id, "%s", merged[n - 1].id);
+    }
+    sql_rollback(pc.tx);
+    if (rc) {
+        json_decref(items);
+        return http_fail(req, rc, NULL, "%s", pc.err.msg[0] ? pc.err.msg : err_message(rc));
+    }
+    char token[TL_CURSOR_MAX];
+    json_t *body = json_pack("{s:o}", "items", items);
+    if (json_array_size(items) == limit && !tl_cursor_encode((int64_t)last.score, last.id, token))
+        json_object_set_new(body, "next_cursor", json_string(token));
+    else
+        json_object_set_new(body, "next_cursor", json_null());
+    http_json(res, 200, body);
+    return 0;
+}
