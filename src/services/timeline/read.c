@@ -101,18 +101,6 @@ static int note_miss(void *ud, const char *key, char **val, size_t *len, pl_erro
     return 0;
 }
 
-static int from_loaded(void *ud, const char *key, char **val, size_t *len, pl_error *err)
-{
-    json_t *s = json_object_get(ud, key);
-    if (!s)
-        return 0;
-    *val = strdup(json_string_value(s));
-    if (!*val)
-        abort();
-    *len = strlen(*val);
-    return 1;
-}
-
 /* "$first, $first+1, ..." for n ids. */
 static char *placeholders(arena *a, int first, size_t n)
 {
@@ -123,32 +111,97 @@ static char *placeholders(arena *a, int first, size_t n)
     return s;
 }
 
-/* Runs `select` (a query ending in "IN (" that selects the key first) for the missed keys and
- * makes a JSON object key -> JSON text of the row, as `row_json` builds it. */
-static int load_missing(page_ctx *pc, const char *select, const miss_list *m, json_t *(*row_json)(sql_rows *r),
-                        json_t **loaded)
+/* The batched load of the keys a page missed in the cache, run inside the cache_get of every one
+ * of them (see chain): cache_get stores a loaded value only when no invalidation happened between
+ * its start and the loader's return, so each key's window must cover the one query. The query runs
+ * in its own read transaction, whose snapshot is taken inside those windows (SQLite keeps a read
+ * transaction's snapshot from its first statement: the request's would be older than them). */
+typedef struct batch {
+    page_ctx *pc;
+    cache *c;
+    const char *select;
+    json_t *(*row_json)(sql_rows *r);
+    const char **keys;   /* the missed keys */
+    size_t n;
+    json_t *loaded;      /* key -> JSON text, once the query ran */
+    int rc;
+} batch;
+
+static int batch_query(batch *b)
 {
-    *loaded = json_object();
-    if (!m->n)
-        return 0;
+    page_ctx *pc = b->pc;
     arena *a = pc->req->arena;
-    char *q = arena_sprintf(a, "%s%s)", select, placeholders(a, 1, m->n));
-    sql_arg *args = arena_alloc(a, m->n * sizeof *args);
-    for (size_t i = 0; i < m->n; i++)
-        args[i] = SQL_TEXT(m->keys[i]);
+    b->loaded = json_object();
+    char *q = arena_sprintf(a, "%s%s)", b->select, placeholders(a, 1, b->n));
+    sql_arg *args = arena_alloc(a, b->n * sizeof *args);
+    for (size_t i = 0; i < b->n; i++)
+        args[i] = SQL_TEXT(b->keys[i]);
+    sql_tx *tx;
     sql_rows *r;
-    int rc = sql_query(pc->tx, q, args, m->n, &r, &pc->err);
+    int rc = sql_begin(pc->t->ctx->sql, SQL_TX_READ, &tx, &pc->err);
     if (rc)
         return rc;
-    while ((rc = sql_next(r, &pc->err)) == 1) {
-        json_t *row = row_json(r);
-        char *text = json_compact(row);
-        json_object_set_new(*loaded, sql_text(r, 0), json_string(text));
-        free(text);
-        json_decref(row);
+    if (!(rc = sql_query(tx, q, args, b->n, &r, &pc->err))) {
+        while ((rc = sql_next(r, &pc->err)) == 1) {
+            json_t *row = b->row_json(r);
+            char *text = json_compact(row);
+            json_object_set_new(b->loaded, sql_text(r, 0), json_string(text));
+            free(text);
+            json_decref(row);
+        }
+        sql_rows_close(r);
     }
-    sql_rows_close(r);
+    sql_rollback(tx);
     return rc < 0 ? rc : 0;
+}
+
+typedef struct link {
+    batch *b;
+    size_t i;
+    bool called;
+} link;
+
+static int chain(batch *b, size_t i, json_t **vals);
+
+static int chain_loader(void *ud, const char *key, char **val, size_t *len, pl_error *err)
+{
+    link *l = ud;
+    l->called = true;
+    int rc = chain(l->b, l->i + 1, NULL);
+    if (rc < 0)
+        return rc;
+    json_t *s = json_object_get(l->b->loaded, key);
+    if (!s)
+        return 0;
+    *val = strdup(json_string_value(s));
+    if (!*val)
+        abort();
+    *len = strlen(*val);
+    return 1;
+}
+
+/* cache_get of missed key i whose loader first runs chain(i + 1), down to the query at the end. */
+static int chain(batch *b, size_t i, json_t **vals)
+{
+    if (i == b->n)
+        return b->loaded ? 0 : batch_query(b);
+    link l = {.b = b, .i = i};
+    char *v = NULL;
+    size_t len = 0;
+    int rc = cache_get(b->c, b->keys[i], chain_loader, &l, &v, &len, &b->pc->err);
+    if (rc >= 0 && !l.called) /* found in the cache after all: the rest still need their windows */
+        rc = chain(b, i + 1, NULL);
+    if (rc < 0) {
+        free(v);
+        return rc;
+    }
+    if (v) {
+        /* kept by the caller through b->loaded: the value it shows is the one cache_get returned */
+        json_object_set_new(b->loaded ? b->loaded : (b->loaded = json_object()), b->keys[i], json_string(v));
+        free(v);
+    }
+    (void)vals;
+    return 0;
 }
 
 static json_t *post_row_json(sql_rows *r)
@@ -165,7 +218,8 @@ static json_t *user_row_json(sql_rows *r)
                      sql_text(r, 2));
 }
 
-/* Fills vals[i] (parsed JSON, or NULL when not in the read model) for keys[i] from cache c. */
+/* Fills vals[i] (parsed JSON, or NULL when not in the read model) for keys[i] from cache c: every
+ * hit from L1/L2, every miss from one query. */
 static int hydrate(page_ctx *pc, cache *c, const char *select, json_t *(*row_json)(sql_rows *r), const char *const *keys,
                    size_t n, json_t **vals)
 {
@@ -173,7 +227,6 @@ static int hydrate(page_ctx *pc, cache *c, const char *select, json_t *(*row_jso
     for (size_t i = 0; i < n; i++) {
         char *v = NULL;
         size_t len = 0;
-        vals[i] = NULL;
         int rc = cache_get(c, keys[i], note_miss, &m, &v, &len, &pc->err);
         if (rc < 0)
             return rc;
@@ -182,22 +235,16 @@ static int hydrate(page_ctx *pc, cache *c, const char *select, json_t *(*row_jso
             free(v);
         }
     }
-    json_t *loaded = NULL;
-    int rc = load_missing(pc, select, &m, row_json, &loaded);
+    if (!m.n)
+        return 0;
+    batch b = {.pc = pc, .c = c, .select = select, .row_json = row_json, .keys = m.keys, .n = m.n};
+    int rc = chain(&b, 0, NULL);
     for (size_t i = 0; i < n && !rc; i++) {
-        if (vals[i] || !json_object_get(loaded, keys[i]))
-            continue;
-        char *v = NULL;
-        size_t len = 0;
-        int g = cache_get(c, keys[i], from_loaded, loaded, &v, &len, &pc->err);
-        if (g < 0)
-            rc = g;
-        else if (g == 1) {
-            vals[i] = json_loadb(v, len, 0, NULL);
-            free(v);
-        }
+        json_t *s = vals[i] ? NULL : json_object_get(b.loaded, keys[i]);
+        if (s)
+            vals[i] = json_loads(json_string_value(s), 0, NULL);
     }
-    json_decref(loaded);
+    json_decref(b.loaded);
     return rc;
 }
 
