@@ -225,3 +225,11 @@ $(B)/bench/nats_bench: bench/nats_bench.c $(REL_OBJ)
 test-faults: $(B)/asan/pulse
 	cd tests/api && PULSE_TEST_PROFILE=distributed PULSE_TEST_FAULTS=1 PULSE_TEST_BIN=$(abspath $(B))/asan/pulse \
 	    node --test faults.test.mjs
+
+# ---- the timeline (bench/timeline.sh): fan-out of one post to 10,000 feeds (embedded kv and Redis) next to a raw
+# hiredis pipeline, and GET /api/v1/timeline/home under wrk next to the bare hello world. Part of `make bench`.
+.PHONY: bench-fanout bench-timeline
+bench: bench-fanout bench-timeline
+bench-fanout bench-timeline: setup
+	@$(MAKE) --no-print-directory -j$(JOBS) $(B)/pulse $(B)/bench/kv_bench $(B)/bench/hello
+	B=$(B) bash bench/timeline.sh $(if $(filter bench-fanout,$@),fanout,read)

@@ -181,8 +181,10 @@ static int on_post_created(timeline *t, sql_tx *tx, const cloudevent *ev, pl_err
     arena *a = arena_create(64 * 1024);
     char **users = NULL;
     size_t n = 0;
+    int64_t t0 = time_mono_ns(), t1, t2, t3;
     if (fan)
         rc = followers_of(tx, a, author, &users, &n, err);
+    t1 = time_mono_ns();
     /* recipients: the author first, then the followers (nobody else: a home feed is the people
      * you follow and yourself, for public and followers-only posts alike) */
     char **all = arena_alloc(a, (n + 1) * sizeof *all);
@@ -191,6 +193,7 @@ static int on_post_created(timeline *t, sql_tx *tx, const cloudevent *ev, pl_err
         memcpy(all + 1, users, n * sizeof *users);
     if (!rc && fan)
         rc = announce(t, tx, post_id, author, all, n + 1, err);
+    t2 = time_mono_ns();
     if (!rc) {
         kv_zop *ops = arena_alloc(a, (n + 2) * sizeof *ops);
         char *keys = arena_alloc(a, (n + 2) * TL_FEED_KEY);
@@ -203,7 +206,13 @@ static int on_post_created(timeline *t, sql_tx *tx, const cloudevent *ev, pl_err
         }
         rc = kv_zadd_batch(t->ctx->kv, ops, n + 2, err);
     }
+    t3 = time_mono_ns();
     arena_destroy(a);
+    if (!rc)
+        log_with(fan ? LOG_INFO : LOG_DEBUG, fan ? "fanned out" : "kept for read-time merge", LF_STR("post_id", post_id),
+                 LF_INT("feeds", n + 1), LF_DBL("followers_ms", (double)(t1 - t0) / 1e6),
+                 LF_DBL("announce_ms", (double)(t2 - t1) / 1e6), LF_DBL("kv_ms", (double)(t3 - t2) / 1e6),
+                 LF_DBL("lag_ms", (double)(time_now_ms() - created_ms)));
     return rc;
 }
 
