@@ -120,7 +120,7 @@ typedef struct batch {
     page_ctx *pc;
     cache *c;
     const char *select;
-    json_t *(*row_json)(sql_rows *r);
+    char *(*row_text)(sql_rows *r);
     const char **keys;   /* the missed keys */
     size_t n;
     json_t *loaded;      /* key -> JSON text, once the query ran */
@@ -143,11 +143,9 @@ static int batch_query(batch *b)
         return rc;
     if (!(rc = sql_query(tx, q, args, b->n, &r, &pc->err))) {
         while ((rc = sql_next(r, &pc->err)) == 1) {
-            json_t *row = b->row_json(r);
-            char *text = json_compact(row);
+            char *text = b->row_text(r);
             json_object_set_new(b->loaded, sql_text(r, 0), json_string(text));
             free(text);
-            json_decref(row);
         }
         sql_rows_close(r);
     }
@@ -204,24 +202,43 @@ static int chain(batch *b, size_t i, json_t **vals)
     return 0;
 }
 
-static json_t *post_row_json(sql_rows *r)
+/* A cached post: "<deleted 0|1>\t<author id>\n" then the members of its JSON object without the braces,
+ * ready to be pasted into a page (the hot path builds pages by concatenation: no JSON parsing). */
+static char *post_row_text(sql_rows *r)
 {
-    return json_pack("{s:s, s:s, s:s, s:s?, s:s, s:s, s:b, s:I, s:I}", "id", sql_text(r, 0), "author_id",
-                     sql_text(r, 1), "text", sql_text(r, 2), "course_id", sql_text(r, 3), "visibility", sql_text(r, 4),
-                     "created_at", sql_text(r, 5), "deleted", (int)sql_int(r, 6), "like_count",
-                     (json_int_t)sql_int(r, 7), "comment_count", (json_int_t)sql_int(r, 8));
+    json_t *o = json_pack("{s:s, s:s, s:s?, s:s, s:s, s:I, s:I}", "id", sql_text(r, 0), "text", sql_text(r, 2),
+                          "course_id", sql_text(r, 3), "visibility", sql_text(r, 4), "created_at", sql_text(r, 5),
+                          "like_count", (json_int_t)sql_int(r, 7), "comment_count", (json_int_t)sql_int(r, 8));
+    if (!sql_text(r, 3))
+        json_object_set_new(o, "course_id", json_null());
+    char *body = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(o);
+    size_t n = strlen(body);
+    char *out = malloc(n + TL_ID_MAX + 8);
+    if (!body || !out)
+        abort();
+    body[n - 1] = '\0'; /* drop the closing brace; the opening one is skipped below */
+    sprintf(out, "%d\t%s\n%s", sql_int(r, 6) ? 1 : 0, sql_text(r, 1), body + 1);
+    free(body);
+    return out;
 }
 
-static json_t *user_row_json(sql_rows *r)
+/* A cached author: its JSON object {id, username, display_name}. */
+static char *user_row_text(sql_rows *r)
 {
-    return json_pack("{s:s, s:s, s:s}", "id", sql_text(r, 0), "username", sql_text(r, 1), "display_name",
-                     sql_text(r, 2));
+    json_t *o = json_pack("{s:s, s:s, s:s}", "id", sql_text(r, 0), "username", sql_text(r, 1), "display_name",
+                          sql_text(r, 2));
+    char *out = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(o);
+    if (!out)
+        abort();
+    return out;
 }
 
-/* Fills vals[i] (parsed JSON, or NULL when not in the read model) for keys[i] from cache c: every
- * hit from L1/L2, every miss from one query. */
-static int hydrate(page_ctx *pc, cache *c, const char *select, json_t *(*row_json)(sql_rows *r), const char *const *keys,
-                   size_t n, json_t **vals)
+/* Fills vals[i] (the cached text, arena-owned, or NULL when not in the read model) for keys[i] from
+ * cache c: every hit from L1/L2, every miss from one query. */
+static int hydrate(page_ctx *pc, cache *c, const char *select, char *(*row_text)(sql_rows *r), const char *const *keys,
+                   size_t n, char **vals)
 {
     miss_list m = {.a = pc->req->arena};
     for (size_t i = 0; i < n; i++) {
@@ -231,26 +248,53 @@ static int hydrate(page_ctx *pc, cache *c, const char *select, json_t *(*row_jso
         if (rc < 0)
             return rc;
         if (rc == 1) {
-            vals[i] = json_loadb(v, len, 0, NULL);
+            vals[i] = arena_strndup(pc->req->arena, v, len);
             free(v);
         }
     }
     if (!m.n)
         return 0;
-    batch b = {.pc = pc, .c = c, .select = select, .row_json = row_json, .keys = m.keys, .n = m.n};
+    batch b = {.pc = pc, .c = c, .select = select, .row_text = row_text, .keys = m.keys, .n = m.n};
     int rc = chain(&b, 0, NULL);
     for (size_t i = 0; i < n && !rc; i++) {
         json_t *s = vals[i] ? NULL : json_object_get(b.loaded, keys[i]);
         if (s)
-            vals[i] = json_loads(json_string_value(s), 0, NULL);
+            vals[i] = arena_strdup(pc->req->arena, json_string_value(s));
     }
     json_decref(b.loaded);
     return rc;
 }
 
+/* A small set of ids (a page's worth): linear, in the arena. */
+typedef struct idset {
+    const char **ids;
+    size_t n, cap;
+} idset;
+
+static void idset_add(arena *a, idset *s, const char *id)
+{
+    if (s->n == s->cap) {
+        size_t cap = s->cap ? s->cap * 2 : 32;
+        const char **ids = arena_alloc(a, cap * sizeof *ids);
+        if (s->n)
+            memcpy(ids, s->ids, s->n * sizeof *ids);
+        s->ids = ids;
+        s->cap = cap;
+    }
+    s->ids[s->n++] = arena_strdup(a, id);
+}
+
+static bool idset_has(const idset *s, const char *id)
+{
+    for (size_t i = 0; i < s->n; i++)
+        if (strcmp(s->ids[i], id) == 0)
+            return true;
+    return false;
+}
+
 /* The caller's likes among the page's posts and follows among its authors, in one query. */
 static int reader_marks(page_ctx *pc, const char *const *posts, size_t np, const char *const *authors, size_t na,
-                        json_t *liked, json_t *followed)
+                        idset *liked, idset *followed)
 {
     arena *a = pc->req->arena;
     char *q = arena_sprintf(a,
@@ -269,7 +313,7 @@ static int reader_marks(page_ctx *pc, const char *const *posts, size_t np, const
     if (rc)
         return rc;
     while ((rc = sql_next(r, &pc->err)) == 1)
-        json_object_set_new(sql_text(r, 0)[0] == 'l' ? liked : followed, sql_text(r, 1), json_true());
+        idset_add(a, sql_text(r, 0)[0] == 'l' ? liked : followed, sql_text(r, 1));
     sql_rows_close(r);
     return rc < 0 ? rc : 0;
 }
@@ -280,60 +324,83 @@ static const char POST_SELECT[] =
     " LEFT JOIN timeline_post_stats s ON s.post_id = p.post_id WHERE p.post_id IN (";
 static const char USER_SELECT[] = "SELECT user_id, username, display_name FROM timeline_users WHERE user_id IN (";
 
-/* Hydrates the merged entries and appends the ones the caller may see to items. */
-static int show(page_ctx *pc, const tl_entry *e, size_t n, json_t *items, size_t limit, tl_entry *last_shown)
+/* The page's JSON, built by concatenation. */
+typedef struct page_out {
+    char *buf;
+    size_t len, cap, count;
+} page_out;
+
+static void out_put(page_out *o, const char *s, size_t n)
+{
+    if (o->len + n + 1 > o->cap) {
+        o->cap = (o->len + n + 1) * 2;
+        o->buf = realloc(o->buf, o->cap);
+        if (!o->buf)
+            abort();
+    }
+    memcpy(o->buf + o->len, s, n);
+    o->len += n;
+    o->buf[o->len] = '\0';
+}
+
+static void out_str(page_out *o, const char *s) { out_put(o, s, strlen(s)); }
+
+/* Hydrates the merged entries and appends the ones the caller may see to the page. */
+static int show(page_ctx *pc, const tl_entry *e, size_t n, page_out *out, size_t limit, tl_entry *last_shown)
 {
     arena *a = pc->req->arena;
     const char **ids = arena_alloc(a, n * sizeof *ids);
-    json_t **posts = arena_calloc(a, n * sizeof *posts);
+    char **posts = arena_calloc(a, n * sizeof *posts);
+    const char **author_of = arena_calloc(a, n * sizeof *author_of);
     for (size_t i = 0; i < n; i++)
         ids[i] = e[i].id;
-    int rc = hydrate(pc, pc->t->posts, POST_SELECT, post_row_json, ids, n, posts);
+    int rc = hydrate(pc, pc->t->posts, POST_SELECT, post_row_text, ids, n, posts);
     const char **authors = arena_alloc(a, n * sizeof *authors);
     size_t na = 0;
     for (size_t i = 0; i < n && !rc; i++) {
-        const char *au = posts[i] ? json_string_value(json_object_get(posts[i], "author_id")) : NULL;
-        bool seen = !au;
-        for (size_t k = 0; k < na && !seen; k++)
-            seen = strcmp(authors[k], au) == 0;
-        if (!seen)
-            authors[na++] = au;
-    }
-    json_t **users = arena_calloc(a, (na ? na : 1) * sizeof *users);
-    json_t *liked = json_object(), *followed = json_object();
-    if (!rc && na)
-        rc = hydrate(pc, pc->t->users, USER_SELECT, user_row_json, authors, na, users);
-    if (!rc && na)
-        rc = reader_marks(pc, ids, n, authors, na, liked, followed);
-    for (size_t i = 0; i < n && !rc && json_array_size(items) < limit; i++) {
-        json_t *p = posts[i];
-        const char *au = p ? json_string_value(json_object_get(p, "author_id")) : NULL;
-        if (!au || json_is_true(json_object_get(p, "deleted")) ||
-            (strcmp(au, pc->me) != 0 && !json_object_get(followed, au)))
+        /* "<deleted>\t<author>\n<members>": split in place */
+        char *tab = posts[i] ? strchr(posts[i], '\t') : NULL, *nl = tab ? strchr(tab, '\n') : NULL;
+        if (!nl || posts[i][0] != '0') {
+            posts[i] = NULL; /* deleted, or not a value this code wrote */
             continue;
-        json_t *author = NULL;
-        for (size_t k = 0; k < na && !author; k++)
-            if (strcmp(authors[k], au) == 0 && users[k])
-                author = json_pack("{s:s, s:O, s:O}", "id", au, "username", json_object_get(users[k], "username"),
-                                   "display_name", json_object_get(users[k], "display_name"));
-        if (!author) /* the author's registration has not reached the timeline yet */
-            author = json_pack("{s:s, s:n, s:n}", "id", au, "username", "display_name");
-        json_array_append_new(
-            items, json_pack("{s:O, s:o, s:O, s:O, s:O, s:O, s:O, s:O, s:b}", "id", json_object_get(p, "id"), "author",
-                             author, "text", json_object_get(p, "text"), "course_id",
-                             json_object_get(p, "course_id") ? json_object_get(p, "course_id") : json_null(),
-                             "visibility", json_object_get(p, "visibility"), "created_at",
-                             json_object_get(p, "created_at"), "like_count", json_object_get(p, "like_count"),
-                             "comment_count", json_object_get(p, "comment_count"), "liked_by_me",
-                             json_object_get(liked, e[i].id) != NULL));
+        }
+        *nl = '\0';
+        author_of[i] = tab + 1;
+        posts[i] = nl + 1;
+        bool seen = false;
+        for (size_t k = 0; k < na && !seen; k++)
+            seen = strcmp(authors[k], author_of[i]) == 0;
+        if (!seen)
+            authors[na++] = author_of[i];
+    }
+    char **users = arena_calloc(a, (na ? na : 1) * sizeof *users);
+    idset liked = {0}, followed = {0};
+    if (!rc && na)
+        rc = hydrate(pc, pc->t->users, USER_SELECT, user_row_text, authors, na, users);
+    if (!rc && na)
+        rc = reader_marks(pc, ids, n, authors, na, &liked, &followed);
+    for (size_t i = 0; i < n && !rc && out->count < limit; i++) {
+        const char *au = author_of[i];
+        if (!posts[i] || !au || (strcmp(au, pc->me) != 0 && !idset_has(&followed, au)))
+            continue;
+        const char *user = NULL;
+        for (size_t k = 0; k < na && !user; k++)
+            if (strcmp(authors[k], au) == 0)
+                user = users[k];
+        out_str(out, out->count ? ",{" : "{");
+        out_str(out, posts[i]);
+        out_str(out, ",\"author\":");
+        if (user) {
+            out_str(out, user);
+        } else { /* the author's registration has not reached the timeline yet (ids are [A-Za-z0-9_-]) */
+            out_str(out, "{\"id\":\"");
+            out_str(out, au);
+            out_str(out, "\",\"username\":null,\"display_name\":null}");
+        }
+        out_str(out, idset_has(&liked, e[i].id) ? ",\"liked_by_me\":true}" : ",\"liked_by_me\":false}");
+        out->count++;
         *last_shown = e[i];
     }
-    for (size_t i = 0; i < n; i++)
-        json_decref(posts[i]);
-    for (size_t k = 0; k < na; k++)
-        json_decref(users[k]);
-    json_decref(liked);
-    json_decref(followed);
     return rc;
 }
 
@@ -389,11 +456,12 @@ int timeline_home(http_req *req, http_res *res)
     source *src = NULL;
     size_t nsrc = 0;
     rc = celebrity_sources(&pc, &src, &nsrc);
-    json_t *items = json_array();
+    page_out out = {0};
+    out_str(&out, "{\"items\":[");
     tl_entry last = {0};
     bool more = true;
-    for (int round = 0; !rc && round < ROUNDS_MAX && json_array_size(items) < limit && more; round++) {
-        size_t want = limit - json_array_size(items);
+    for (int round = 0; !rc && round < ROUNDS_MAX && out.count < limit && more; round++) {
+        size_t want = limit - out.count;
         const tl_entry **lists = arena_alloc(req->arena, nsrc * sizeof *lists);
         size_t *counts = arena_alloc(req->arena, nsrc * sizeof *counts);
         more = false;
@@ -411,7 +479,7 @@ int timeline_home(http_req *req, http_res *res)
             break;
         /* more may wait in a source that is not exhausted, or in one whose entries were cut by the merge */
         more = more || n == want;
-        rc = show(&pc, merged, n, items, limit, &last);
+        rc = show(&pc, merged, n, &out, limit, &last);
         /* the next round starts after the last entry considered, shown or not */
         cur = arena_alloc(req->arena, sizeof *cur);
         cur->score = (int64_t)merged[n - 1].score;
@@ -419,15 +487,18 @@ int timeline_home(http_req *req, http_res *res)
     }
     sql_rollback(pc.tx);
     if (rc) {
-        json_decref(items);
+        free(out.buf);
         return http_fail(req, rc, NULL, "%s", pc.err.msg[0] ? pc.err.msg : err_message(rc));
     }
     char token[TL_CURSOR_MAX];
-    json_t *body = json_pack("{s:o}", "items", items);
-    if (json_array_size(items) == limit && !tl_cursor_encode((int64_t)last.score, last.id, token))
-        json_object_set_new(body, "next_cursor", json_string(token));
-    else
-        json_object_set_new(body, "next_cursor", json_null());
-    http_json(res, 200, body);
+    if (out.count == limit && !tl_cursor_encode((int64_t)last.score, last.id, token)) {
+        out_str(&out, "],\"next_cursor\":\""); /* base64url: nothing to escape */
+        out_str(&out, token);
+        out_str(&out, "\"}");
+    } else {
+        out_str(&out, "],\"next_cursor\":null}");
+    }
+    http_text(res, 200, "application/json", out.buf, out.len);
+    free(out.buf);
     return 0;
 }
