@@ -421,11 +421,19 @@ static int celebrity_sources(page_ctx *pc, source **out, size_t *n)
                        SQL_ARGS(SQL_TEXT(pc->me), SQL_INT(CELEBRITIES_MAX)), &r, &pc->err);
     if (rc)
         return rc;
-    source *s = arena_calloc(pc->req->arena, (CELEBRITIES_MAX + 1) * sizeof *s);
+    size_t cap = 4;
+    source *s = arena_calloc(pc->req->arena, cap * sizeof *s);
     tl_feed_key(s[0].key, "feed", pc->me);
     *n = 1;
-    while ((rc = sql_next(r, &pc->err)) == 1)
+    while ((rc = sql_next(r, &pc->err)) == 1) {
+        if (*n == cap) {
+            source *grown = arena_calloc(pc->req->arena, cap * 2 * sizeof *grown);
+            memcpy(grown, s, cap * sizeof *s);
+            s = grown;
+            cap *= 2;
+        }
         tl_feed_key(s[(*n)++].key, "posts", sql_text(r, 0));
+    }
     sql_rows_close(r);
     *out = s;
     return rc < 0 ? rc : 0;
