@@ -18,7 +18,7 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 
-import { BUS_ENV, readLog, pulseCmd, waitFor } from './bus-harness.mjs';
+import { BUS_ENV, assertValidEvent, loadSchemas, pulseCmd, readLog, waitFor } from './bus-harness.mjs';
 import { assertError, makeTempDir, startServer } from './harness.mjs';
 
 const SERVICES = 'identity,social,timeline';
@@ -199,7 +199,11 @@ describe('timeline', () => {
             { pattern: 'pl.timeline.*' });
         const added = log.filter((e) => e.type === 'pl.timeline.entries_added.v1');
         assert.ok(!added.some((e) => e.data.post_id === starPost), 'no entries_added for a merged post');
+        const schemas = loadSchemas();
+        for (const e of log) assertValidEvent(schemas, e);
         const sent = added.find((e) => e.data.post_id === sentinel);
+        assert.equal(sent.source, '/pulse/timeline');
+        assert.equal(sent.partitionkey, small.user.id);
         assert.deepEqual(new Set(sent.data.user_ids), new Set([small.user.id, fan.user.id]));
         assert.equal(sent.subject, sentinel);
         // unfollowing the star stops the merge; its deleted post disappears for the others
