@@ -13,7 +13,7 @@
 #   difference). In the same run, the raw engine: `kv_bench fanout` sends 10,000 ZADD + ZREMRANGEBYRANK in one
 #   hiredis pipeline (one member into each of 10,000 feeds of 100, trimmed back to 100), TL_POSTS rounds,
 #   before and after the pulse runs; with it, the same batch through the kv adapter.
-# read: wrk -t2 -c100 -d$TL_DURATION (10s) on GET /api/v1/timeline/home (a reader following 3 authors with
+# read: wrk -t2 -c100 -d$TL_DURATION (10s) on GET /api/v1/timeline/home and, for scale, GET /api/v1/me (a reader following 3 authors with
 #   10 posts each; page of 20, warm cache) between two runs of the bare libmicrohttpd hello world.
 #
 # Prints the results; paste them into docs/BENCHMARKS.md (section "Timeline").
@@ -147,20 +147,27 @@ if [[ $WHAT == all || $WHAT == read ]]; then
     done
     start_pulse read
     TOKEN=$(node bench/timeline_bench.mjs read "http://127.0.0.1:$PORT" | sed -n 's/^TOKEN=//p')
-    run_wrk() { # NAME URL [args]
-        local name=$1 url=$2 out
-        shift 2
+    ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; } # utime + stime of PID, in clock ticks
+    run_wrk() { # NAME SERVER_PID URL [args]: also the server's CPU per request (steadier than rates here)
+        local name=$1 spid=$2 url=$3 out t0 t1 n
+        shift 3
+        t0=$(ticks "$spid")
         out=$(wrk -t2 -c100 -d"$DUR" --latency "$@" "$url")
-        printf '%s rps=%s p50=%s p99=%s\n' "$name" "$(awk '/Requests\/sec/ { print $2 }' <<<"$out")" \
-            "$(awk '$1 == "50%" { print $2 }' <<<"$out")" "$(awk '$1 == "99%" { print $2 }' <<<"$out")"
+        t1=$(ticks "$spid")
+        n=$(awk '/requests in/ { print $1 }' <<<"$out")
+        printf '%s rps=%s p50=%s p99=%s cpu_us_per_req=%s\n' "$name" "$(awk '/Requests\/sec/ { print $2 }' <<<"$out")" \
+            "$(awk '$1 == "50%" { print $2 }' <<<"$out")" "$(awk '$1 == "99%" { print $2 }' <<<"$out")" \
+            "$(calc "($t1 - $t0) * 1000000 / $(getconf CLK_TCK) / $n" 1)"
         grep -q 'Non-2xx' <<<"$out" && { echo "bench: $name had non-2xx answers" >&2; grep Non-2xx <<<"$out" >&2; exit 1; }
         return 0
     }
-    H1=$(run_wrk hello_a "http://127.0.0.1:$HPORT/")
+    H1=$(run_wrk hello_a "$HPID" "http://127.0.0.1:$HPORT/")
     echo "$H1"
-    T=$(run_wrk timeline_home "http://127.0.0.1:$PORT/api/v1/timeline/home" -H "Authorization: Bearer $TOKEN")
+    T=$(run_wrk timeline_home "$PID" "http://127.0.0.1:$PORT/api/v1/timeline/home" -H "Authorization: Bearer $TOKEN")
     echo "$T"
-    H2=$(run_wrk hello_b "http://127.0.0.1:$HPORT/")
+    M=$(run_wrk me "$PID" "http://127.0.0.1:$PORT/api/v1/me" -H "Authorization: Bearer $TOKEN")
+    echo "$M"
+    H2=$(run_wrk hello_b "$HPID" "http://127.0.0.1:$HPORT/")
     echo "$H2"
     HR=$(calc "($(kvf "$H1" rps) + $(kvf "$H2" rps)) / 2" 0)
     echo "summary: timeline/home $(kvf "$T" rps) req/s = $(calc "$(kvf "$T" rps) / $HR" 2) x hello ($HR req/s; target >= 0.5), p99 $(kvf "$T" p99) (target < 5 ms)"
