@@ -18,10 +18,10 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 
-import { BUS_ENV, assertValidEvent, loadSchemas, pulseCmd, readLog, waitFor } from './bus-harness.mjs';
+import { BUS_ENV, assertValidEvent, dlqList, emit, loadSchemas, pulseCmd, readLog, waitFor } from './bus-harness.mjs';
 import { assertError, makeTempDir, startServer } from './harness.mjs';
 
-const SERVICES = 'identity,social,timeline';
+const SERVICES = 'identity,social,timeline,testkit'; // testkit: malformed and duplicate events
 const COURSE = randomUUID();
 const ENV = { ...BUS_ENV, PULSE_SERVICE_TIMELINE_FANOUT_THRESHOLD: '2' };
 
@@ -247,6 +247,24 @@ describe('timeline', () => {
         }
         assertError(await srv.get('/api/v1/timeline/home'), 401);
         assertError(await srv.get('/api/v1/timeline/home', { token: 'not-a-token' }), 401);
+    });
+
+    test('a malformed event is dead-lettered and the feeds keep flowing; a duplicate post shows once', async () => {
+        const [ann, bob] = await users(srv, 2);
+        await social.follow(bob, ann);
+        const bad = await emit(srv, { type: 'pl.social.post_created.v1', subject: 'x', partitionkey: ann.user.id,
+            data: { post_id: 'not a valid id!', author_id: ann.user.id } });
+        // the same post as a second event (another event id): applied once
+        const dupId = randomUUID();
+        const data = { post_id: dupId, author_id: ann.user.id, text: 'twice', course_id: null, visibility: 'public',
+            created_at: new Date().toISOString() };
+        for (let i = 0; i < 2; i++)
+            await emit(srv, { type: 'pl.social.post_created.v1', subject: dupId, partitionkey: ann.user.id, data });
+        const after = await social.post(ann, { text: 'after the poison' });
+        const items = await waitFeed(srv, bob, (ids) => ids.includes(after) && ids.includes(dupId), 'the feed flows');
+        assert.equal(items.filter((p) => p.id === dupId).length, 1, 'a duplicate post_created shows once');
+        await waitFor(async () => (await dlqList(dir)).some((d) => JSON.stringify(d).includes(bad[0])),
+            { what: 'the malformed event in the dead letters' });
     });
 
     test('replay rebuilds identical feeds (read models and kv)', async () => {

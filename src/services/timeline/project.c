@@ -189,8 +189,11 @@ static int on_post_created(timeline *t, sql_tx *tx, const cloudevent *ev, pl_err
      * you follow and yourself, for public and followers-only posts alike) */
     char **all = arena_alloc(a, (n + 1) * sizeof *all);
     all[0] = (char *)author;
-    if (n)
-        memcpy(all + 1, users, n * sizeof *users);
+    size_t kept = 0;
+    for (size_t i = 0; i < n; i++) /* a self-follow (social refuses them) must not list the author twice */
+        if (strcmp(users[i], author) != 0)
+            all[1 + kept++] = users[i];
+    n = kept;
     if (!rc && fan)
         rc = announce(t, tx, post_id, author, all, n + 1, err);
     t2 = time_mono_ns();
