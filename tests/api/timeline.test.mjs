@@ -258,11 +258,16 @@ describe('timeline', () => {
         const dupId = randomUUID();
         const data = { post_id: dupId, author_id: ann.user.id, text: 'twice', course_id: null, visibility: 'public',
             created_at: new Date().toISOString() };
+        // a like partitioned by post may be applied before the post it likes: liked_by_me must hold either way
+        await emit(srv, { type: 'pl.social.post_liked.v1', subject: dupId, partitionkey: dupId,
+            data: { post_id: dupId, post_author_id: ann.user.id, user_id: bob.user.id, liked_at: data.created_at } });
         for (let i = 0; i < 2; i++)
             await emit(srv, { type: 'pl.social.post_created.v1', subject: dupId, partitionkey: ann.user.id, data });
         const after = await social.post(ann, { text: 'after the poison' });
         const items = await waitFeed(srv, bob, (ids) => ids.includes(after) && ids.includes(dupId), 'the feed flows');
         assert.equal(items.filter((p) => p.id === dupId).length, 1, 'a duplicate post_created shows once');
+        await waitFeed(srv, bob, (_, it) => it.find((p) => p.id === dupId)?.like_count === 1 &&
+            it.find((p) => p.id === dupId)?.liked_by_me === true, 'a like applied before its post counts');
         await waitFor(async () => (await dlqList(dir)).some((d) => JSON.stringify(d).includes(bad[0])),
             { what: 'the malformed event in the dead letters' });
     });

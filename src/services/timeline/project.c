@@ -50,21 +50,26 @@ static const char *need_id(const cloudevent *ev, const char *key, pl_error *err)
 
 /* ---- cache invalidation after commit ------------------------------------------------------------ */
 
+static cache *kind_cache(timeline *t, char kind)
+{
+    return kind == 'p' ? t->posts : kind == 'u' ? t->users : t->readers;
+}
+
 static void flush_pending(void *ud)
 {
     timeline *t = ud;
     pthread_mutex_lock(&t->pend_lock);
     for (size_t i = 0; i < t->npending; i++)
-        cache_invalidate(t->pending[i][0] == 'p' ? t->posts : t->users, t->pending[i] + 1);
+        cache_invalidate(kind_cache(t, t->pending[i][0]), t->pending[i] + 1);
     t->npending = 0;
     pthread_mutex_unlock(&t->pend_lock);
 }
 
-/* Drops a cached post ('p') or user ('u') now, and again once tx commits. Keys of a transaction
+/* Drops a cached post ('p'), author ('u') or reader state ('r') now, and again once tx commits. Keys of a transaction
  * that rolled back stay pending until the next commit: an extra invalidation costs one load. */
 static void invalidate(timeline *t, sql_tx *tx, char kind, const char *id)
 {
-    cache_invalidate(kind == 'p' ? t->posts : t->users, id);
+    cache_invalidate(kind_cache(t, kind), id);
     pthread_mutex_lock(&t->pend_lock);
     if (t->npending == t->cap_pending) {
         t->cap_pending = t->cap_pending ? t->cap_pending * 2 : 64;
@@ -101,6 +106,31 @@ static int followers_of(sql_tx *tx, arena *a, const char *author, char ***out, s
     while ((rc = sql_next(r, err)) == 1) {
         if (*n == cap) {
             size_t ncap = cap ? cap * 2 : 256;
+            char **grown = arena_alloc(a, ncap * sizeof *grown);
+            if (cap)
+                memcpy(grown, *out, cap * sizeof *grown);
+            *out = grown;
+            cap = ncap;
+        }
+        (*out)[(*n)++] = arena_strdup(a, sql_text(r, 0));
+    }
+    sql_rows_close(r);
+    return rc < 0 ? rc : 0;
+}
+
+/* The users who liked a post, copied into the arena. */
+static int likers_of(sql_tx *tx, arena *a, const char *post_id, char ***out, size_t *n, pl_error *err)
+{
+    sql_rows *r;
+    *out = NULL;
+    *n = 0;
+    int rc = sql_query(tx, "SELECT user_id FROM timeline_likes WHERE post_id = $1", SQL_ARGS(SQL_TEXT(post_id)), &r, err);
+    if (rc)
+        return rc;
+    size_t cap = 0;
+    while ((rc = sql_next(r, err)) == 1) {
+        if (*n == cap) {
+            size_t ncap = cap ? cap * 2 : 16;
             char **grown = arena_alloc(a, ncap * sizeof *grown);
             if (cap)
                 memcpy(grown, *out, cap * sizeof *grown);
@@ -174,17 +204,30 @@ static int on_post_created(timeline *t, sql_tx *tx, const cloudevent *ev, pl_err
     bool fan = followers <= t->fanout_threshold;
     rc = fan ? sql_exec(tx, "UPDATE timeline_posts SET fanned = 1 WHERE post_id = $1", SQL_ARGS(SQL_TEXT(post_id)),
                         NULL, err)
-             : sql_exec(tx, "UPDATE timeline_authors SET unfanned = 1 WHERE author_id = $1",
-                        SQL_ARGS(SQL_TEXT(author)), NULL, err);
+             : sql_exec(tx, "UPDATE timeline_authors SET unfanned = 1 WHERE author_id = $1 AND unfanned = 0",
+                        SQL_ARGS(SQL_TEXT(author)), &changes, err);
     if (rc)
         return rc;
+    bool flipped = !fan && changes == 1; /* the author's first post left out of the fan-out */
     arena *a = arena_create(64 * 1024);
     char **users = NULL;
     size_t n = 0;
     int64_t t0 = time_mono_ns(), t1, t2, t3;
-    if (fan)
+    if (fan || flipped)
         rc = followers_of(tx, a, author, &users, &n, err);
     t1 = time_mono_ns();
+    if (flipped) {
+        /* every follower's cached reader state must now list this author as merged at read time
+         * (once per author: later posts find the flag already set) */
+        for (size_t i = 0; i < n; i++)
+            invalidate(t, tx, 'r', users[i]);
+        n = 0;
+    }
+    /* likes that arrived before the post (they are partitioned by post, the post by author) */
+    char **likers = NULL;
+    size_t nlikers = 0;
+    if (!rc)
+        rc = likers_of(tx, a, post_id, &likers, &nlikers, err);
     /* recipients: the author first, then the followers (nobody else: a home feed is the people
      * you follow and yourself, for public and followers-only posts alike) */
     char **all = arena_alloc(a, (n + 1) * sizeof *all);
@@ -198,8 +241,8 @@ static int on_post_created(timeline *t, sql_tx *tx, const cloudevent *ev, pl_err
         rc = announce(t, tx, post_id, author, all, n + 1, err);
     t2 = time_mono_ns();
     if (!rc) {
-        kv_zop *ops = arena_alloc(a, (n + 2) * sizeof *ops);
-        char *keys = arena_alloc(a, (n + 2) * TL_FEED_KEY);
+        kv_zop *ops = arena_alloc(a, (n + 2 + nlikers) * sizeof *ops);
+        char *keys = arena_alloc(a, (n + 2 + nlikers) * TL_FEED_KEY);
         tl_feed_key(keys, "posts", author);
         ops[0] = (kv_zop){.key = keys, .member = post_id, .score = (double)created_ms, .trim_to = t->author_posts_max};
         for (size_t i = 0; i < n + 1; i++) {
@@ -207,7 +250,12 @@ static int on_post_created(timeline *t, sql_tx *tx, const cloudevent *ev, pl_err
             tl_feed_key(k, "feed", all[i]);
             ops[i + 1] = (kv_zop){.key = k, .member = post_id, .score = (double)created_ms, .trim_to = t->feed_max};
         }
-        rc = kv_zadd_batch(t->ctx->kv, ops, n + 2, err);
+        for (size_t i = 0; i < nlikers; i++) {
+            char *k = keys + (n + 2 + i) * TL_FEED_KEY;
+            tl_feed_key(k, "likes", likers[i]);
+            ops[n + 2 + i] = (kv_zop){.key = k, .member = post_id, .score = (double)created_ms};
+        }
+        rc = kv_zadd_batch(t->ctx->kv, ops, n + 2 + nlikers, err);
     }
     t3 = time_mono_ns();
     arena_destroy(a);
@@ -309,6 +357,7 @@ static int on_followed(timeline *t, sql_tx *tx, const cloudevent *ev, pl_error *
                        SQL_ARGS(SQL_TEXT(followee)), NULL, err)) ||
         (rc = add_owner(tx, follower, err)))
         return rc;
+    invalidate(t, tx, 'r', follower);
     /* backfill: the followee's recent posts enter the new follower's feed */
     sql_rows *r;
     if ((rc = sql_query(tx,
@@ -344,6 +393,7 @@ static int on_unfollowed(timeline *t, sql_tx *tx, const cloudevent *ev, pl_error
                       SQL_ARGS(SQL_TEXT(followee)), NULL, err);
     if (rc)
         return rc;
+    invalidate(t, tx, 'r', follower);
     /* The followee's entries leave the feed. Only posts at least as new as the feed's oldest entry
      * can be in it (it is trimmed from the old end), which bounds the work by the feed's size. */
     char key[TL_FEED_KEY];
@@ -393,9 +443,24 @@ static int on_like(timeline *t, sql_tx *tx, const cloudevent *ev, bool liked, pl
                               SQL_ARGS(SQL_TEXT(user), SQL_TEXT(post_id)), &changes, err)
                    : sql_exec(tx, "DELETE FROM timeline_likes WHERE user_id = $1 AND post_id = $2",
                               SQL_ARGS(SQL_TEXT(user), SQL_TEXT(post_id)), &changes, err);
-    if (!rc && changes && !(rc = bump(tx, post_id, "like_count", liked ? 1 : -1, err)))
-        invalidate(t, tx, 'p', post_id);
-    return rc;
+    if (rc || !changes)
+        return rc;
+    if ((rc = bump(tx, post_id, "like_count", liked ? 1 : -1, err)) || (rc = add_owner(tx, user, err)))
+        return rc;
+    invalidate(t, tx, 'p', post_id);
+    /* "likes:<user>" (member post, score the post's creation ms) answers liked_by_me for a page with one
+     * range read; a like of a post not known yet is added by its post_created */
+    int64_t created_ms = -1;
+    if ((rc = sql_one(tx, "SELECT created_ms FROM timeline_posts WHERE post_id = $1", SQL_ARGS(SQL_TEXT(post_id)),
+                      read_int, &created_ms, err)) < 0)
+        return rc;
+    char key[TL_FEED_KEY];
+    tl_feed_key(key, "likes", user);
+    if (!liked)
+        rc = kv_zrem(t->ctx->kv, key, post_id, err);
+    else if (created_ms >= 0)
+        rc = kv_zadd(t->ctx->kv, key, post_id, (double)created_ms, err);
+    return rc < 0 ? rc : 0;
 }
 
 static int on_comment(timeline *t, sql_tx *tx, const cloudevent *ev, bool created, pl_error *err)
@@ -483,8 +548,10 @@ static int feed_reset(void *ctx, sql_tx *tx, pl_error *err)
     int64_t keys = 0;
     while ((rc = sql_next(r, err)) == 1) {
         char key[TL_FEED_KEY];
-        for (int i = 0; i < 2 && rc == 1; i++) {
-            tl_feed_key(key, i ? "posts" : "feed", sql_text(r, 0));
+        static const char *const prefixes[] = {"feed", "posts", "likes"};
+        cache_invalidate(t->readers, sql_text(r, 0));
+        for (int i = 0; i < 3 && rc == 1; i++) {
+            tl_feed_key(key, prefixes[i], sql_text(r, 0));
             int d = kv_del(t->ctx->kv, key, err);
             if (d < 0)
                 rc = d;

@@ -40,10 +40,13 @@ typedef struct source {
 typedef struct page_ctx {
     http_req *req;
     timeline *t;
-    sql_tx *tx;
+    sql_tx *tx;          /* begun only when the reader's follow list is too long to cache */
     const char *me;
+    const char *follows; /* ",a,b,...," the reader's followees, or NULL: ask sql */
     pl_error err;
 } page_ctx;
+
+#define FOLLOWS_CACHED_MAX 1000 /* followees kept in a reader's cached state */
 
 /* The entries of one source after `cur`, up to `want`, copied into the arena. */
 static int fetch_source(page_ctx *pc, source *s, const tl_cursor *cur, size_t want, tl_entry **out, size_t *nout)
@@ -380,8 +383,32 @@ static int show(page_ctx *pc, const tl_entry *e, size_t n, page_out *out, size_t
     idset liked = {0}, followed = {0};
     if (!rc && na)
         rc = hydrate(pc, pc->t->users, USER_SELECT, user_row_text, authors, na, users);
-    if (!rc && na)
-        rc = reader_marks(pc, ids, n, authors, na, &liked, &followed);
+    if (!rc && na && !pc->follows) { /* a reader following too many to cache: sql answers both */
+        if (!pc->tx)
+            rc = sql_begin(pc->t->ctx->sql, SQL_TX_READ, &pc->tx, &pc->err);
+        if (!rc)
+            rc = reader_marks(pc, ids, n, authors, na, &liked, &followed);
+    } else if (!rc && na) {
+        /* liked_by_me: the reader's likes scored by post time, read over the page's time span */
+        double lo = e[0].score, hi = e[0].score;
+        for (size_t i = 1; i < n; i++) {
+            lo = e[i].score < lo ? e[i].score : lo;
+            hi = e[i].score > hi ? e[i].score : hi;
+        }
+        char key[TL_FEED_KEY];
+        tl_feed_key(key, "likes", pc->me);
+        kv_zitem *items = NULL;
+        size_t ni = 0;
+        rc = kv_zrange_score(pc->t->ctx->kv, key, lo, hi, false, 0, 100000, &items, &ni, &pc->err);
+        for (size_t i = 0; i < ni; i++)
+            idset_add(a, &liked, items[i].member);
+        kv_zitems_free(items, ni);
+        for (size_t k = 0; k < na; k++) {
+            char *pat = arena_sprintf(a, ",%s,", authors[k]);
+            if (strstr(pc->follows, pat))
+                idset_add(a, &followed, authors[k]);
+        }
+    }
     for (size_t i = 0; i < n && !rc && out->count < limit; i++) {
         const char *au = author_of[i];
         if (!posts[i] || !au || (strcmp(au, pc->me) != 0 && !idset_has(&followed, au)))
@@ -414,32 +441,107 @@ static int bad_query(http_req *req, const char *field, const char *why)
     return http_fail(req, PL_EINVAL, json_pack("{s:s}", field, why), "invalid query");
 }
 
-/* The followed authors whose posts are merged at read time. */
-static int celebrity_sources(page_ctx *pc, source **out, size_t *n)
+/* Loads a reader's state: "<merged authors, comma-separated>\n<,followee,...,>" — the second line "*"
+ * when the reader follows more than FOLLOWS_CACHED_MAX (then the page asks sql). In its own read
+ * transaction, inside cache_get's window (see batch). Invalidated by the projection on the reader's
+ * follow/unfollow and when a followee's first post is left out of the fan-out. */
+static int load_reader(void *ud, const char *key, char **val, size_t *len, pl_error *err)
 {
+    page_ctx *pc = ud;
+    sql_tx *tx;
     sql_rows *r;
-    int rc = sql_query(pc->tx,
-                       "SELECT f.followee_id FROM timeline_follows f JOIN timeline_authors a ON a.author_id = f.followee_id"
-                       " WHERE f.follower_id = $1 AND a.unfanned = 1 LIMIT $2",
-                       SQL_ARGS(SQL_TEXT(pc->me), SQL_INT(CELEBRITIES_MAX)), &r, &pc->err);
+    int rc = sql_begin(pc->t->ctx->sql, SQL_TX_READ, &tx, err);
     if (rc)
         return rc;
-    size_t cap = 4;
+    size_t cap = 256, n = 0, ncelebs = 0;
+    char *celebs = calloc(1, 1), *follows = malloc(cap);
+    if (!celebs || !follows)
+        abort();
+    size_t clen = 0, flen = 1;
+    follows[0] = ',';
+    if (!(rc = sql_query(tx,
+                         "SELECT f.followee_id, COALESCE(a.unfanned, 0) FROM timeline_follows f LEFT JOIN timeline_authors a"
+                         " ON a.author_id = f.followee_id WHERE f.follower_id = $1 LIMIT $2",
+                         SQL_ARGS(SQL_TEXT(key), SQL_INT(FOLLOWS_CACHED_MAX + 1)), &r, err))) {
+        while ((rc = sql_next(r, err)) == 1) {
+            const char *id = sql_text(r, 0);
+            size_t il = strlen(id);
+            n++;
+            if (flen + il + 2 > cap) {
+                cap = (flen + il + 2) * 2;
+                follows = realloc(follows, cap);
+                if (!follows)
+                    abort();
+            }
+            memcpy(follows + flen, id, il);
+            flen += il;
+            follows[flen++] = ',';
+            if (sql_int(r, 1) && ncelebs < CELEBRITIES_MAX) {
+                celebs = realloc(celebs, clen + il + 2);
+                if (!celebs)
+                    abort();
+                if (clen)
+                    celebs[clen++] = ',';
+                memcpy(celebs + clen, id, il);
+                clen += il;
+                celebs[clen] = '\0';
+                ncelebs++;
+            }
+        }
+        sql_rows_close(r);
+    }
+    if (rc >= 0 && n > FOLLOWS_CACHED_MAX) { /* too many to keep: the merged ones from their own query */
+        clen = ncelebs = 0;
+        celebs[0] = '\0';
+        if (!(rc = sql_query(tx,
+                             "SELECT f.followee_id FROM timeline_follows f JOIN timeline_authors a"
+                             " ON a.author_id = f.followee_id WHERE f.follower_id = $1 AND a.unfanned = 1 LIMIT $2",
+                             SQL_ARGS(SQL_TEXT(key), SQL_INT(CELEBRITIES_MAX)), &r, err))) {
+            while ((rc = sql_next(r, err)) == 1) {
+                size_t il = strlen(sql_text(r, 0));
+                celebs = realloc(celebs, clen + il + 2);
+                if (!celebs)
+                    abort();
+                if (clen)
+                    celebs[clen++] = ',';
+                memcpy(celebs + clen, sql_text(r, 0), il + 1);
+                clen += il;
+            }
+            sql_rows_close(r);
+        }
+    }
+    sql_rollback(tx);
+    if (rc < 0) {
+        free(celebs);
+        free(follows);
+        return rc;
+    }
+    follows[flen] = '\0';
+    *val = n > FOLLOWS_CACHED_MAX ? arena_sprintf(pc->req->arena, "%s\n*", celebs)
+                                  : arena_sprintf(pc->req->arena, "%s\n%s", celebs, flen > 1 ? follows : ",");
+    *val = strdup(*val);
+    free(celebs);
+    free(follows);
+    if (!*val)
+        abort();
+    *len = strlen(*val);
+    return 1;
+}
+
+/* The sources of a page: the reader's feed, then "posts:<a>" for each merged author in `celebs`. */
+static void page_sources(page_ctx *pc, char *celebs, source **out, size_t *n)
+{
+    size_t cap = 1;
+    for (const char *p = celebs; *p; p++)
+        cap += *p == ',';
+    cap += *celebs != '\0';
     source *s = arena_calloc(pc->req->arena, cap * sizeof *s);
     tl_feed_key(s[0].key, "feed", pc->me);
     *n = 1;
-    while ((rc = sql_next(r, &pc->err)) == 1) {
-        if (*n == cap) {
-            source *grown = arena_calloc(pc->req->arena, cap * 2 * sizeof *grown);
-            memcpy(grown, s, cap * sizeof *s);
-            s = grown;
-            cap *= 2;
-        }
-        tl_feed_key(s[(*n)++].key, "posts", sql_text(r, 0));
-    }
-    sql_rows_close(r);
+    char *save = NULL;
+    for (char *id = strtok_r(celebs, ",", &save); id && *n < cap; id = strtok_r(NULL, ",", &save))
+        tl_feed_key(s[(*n)++].key, "posts", id);
     *out = s;
-    return rc < 0 ? rc : 0;
 }
 
 int timeline_home(http_req *req, http_res *res)
@@ -461,12 +563,25 @@ int timeline_home(http_req *req, http_res *res)
     page_ctx pc = {.req = req, .t = ctx->state, .me = req->principal->user_id};
     if (!tl_id_valid(pc.me))
         return http_fail(req, PL_EFORBIDDEN, NULL, "this account has no feed");
-    int rc = sql_begin(ctx->sql, SQL_TX_READ, &pc.tx, &pc.err);
-    if (rc)
-        return http_fail(req, rc, NULL, "%s", pc.err.msg);
     source *src = NULL;
     size_t nsrc = 0;
-    rc = celebrity_sources(&pc, &src, &nsrc);
+    char *state = NULL;
+    size_t slen = 0;
+    int rc = cache_get(pc.t->readers, pc.me, load_reader, &pc, &state, &slen, &pc.err);
+    if (rc == 1) {
+        char *nl = strchr(state, '\n');
+        if (nl) {
+            *nl = '\0';
+            pc.follows = strcmp(nl + 1, "*") ? arena_strdup(req->arena, nl + 1) : NULL;
+            page_sources(&pc, state, &src, &nsrc);
+            rc = 0;
+        } else {
+            rc = err_set(&pc.err, PL_EINTERNAL, NULL, "a cached reader state without its two lines");
+        }
+        free(state);
+    } else if (rc == 0) {
+        rc = err_set(&pc.err, PL_EINTERNAL, NULL, "no reader state");
+    }
     page_out out = {0};
     out_str(&out, "{\"items\":[");
     tl_entry last = {0};
@@ -496,7 +611,7 @@ int timeline_home(http_req *req, http_res *res)
         cur->score = (int64_t)merged[n - 1].score;
         snprintf(cur->id, sizeof cur->id, "%s", merged[n - 1].id);
     }
-    sql_rollback(pc.tx);
+    sql_rollback(pc.tx); /* NULL unless the follow list was asked from sql */
     if (rc) {
         free(out.buf);
         return http_fail(req, rc, NULL, "%s", pc.err.msg[0] ? pc.err.msg : err_message(rc));

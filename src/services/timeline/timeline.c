@@ -16,7 +16,7 @@ static const config_key timeline_keys[] = {
     {"service.timeline", "follow_backfill", CFG_INT, "20", 0, 1000, "recent posts of a followee copied into the feed on follow"},
     {"service.timeline", "author_posts_max", CFG_INT, "200", 10, 100000,
      "recent posts kept per author for the read-time merge"},
-    {"service.timeline", "post_cache_size", CFG_SIZE, "16MiB", 0, (int64_t)1 << 32, "in-process (L1) cache of posts and authors"},
+    {"service.timeline", "post_cache_size", CFG_SIZE, "16MiB", 0, (int64_t)1 << 32, "in-process (L1) cache of posts, authors and readers' follow lists"},
     {"service.timeline", "post_cache_ttl", CFG_DURATION, "60s", 1000, 86400000, "longest a cached post or author is served"},
 };
 
@@ -34,11 +34,14 @@ static int timeline_start(service_ctx *ctx, pl_error *err)
     size_t cache_bytes = (size_t)config_int(ctx->cfg, sec, "post_cache_size");
     int64_t ttl = config_int(ctx->cfg, sec, "post_cache_ttl");
     pthread_mutex_init(&t->pend_lock, NULL);
-    int rc = cache_create("timeline_posts", ctx->kv, cache_bytes - cache_bytes / 4, ttl, &t->posts, err);
+    int rc = cache_create("timeline_posts", ctx->kv, cache_bytes / 8 * 5, ttl, &t->posts, err);
     if (!rc)
-        rc = cache_create("timeline_users", ctx->kv, cache_bytes / 4, ttl, &t->users, err);
+        rc = cache_create("timeline_users", ctx->kv, cache_bytes / 8, ttl, &t->users, err);
+    if (!rc)
+        rc = cache_create("timeline_readers", ctx->kv, cache_bytes / 4, ttl, &t->readers, err);
     if (rc) {
         cache_destroy(t->posts);
+        cache_destroy(t->users);
         pthread_mutex_destroy(&t->pend_lock);
         free(t);
         return rc;
@@ -53,6 +56,7 @@ static void timeline_stop(service_ctx *ctx)
     if (t) {
         cache_destroy(t->posts);
         cache_destroy(t->users);
+        cache_destroy(t->readers);
         pthread_mutex_destroy(&t->pend_lock);
         free(t->pending);
     }

@@ -13,7 +13,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
-#define TL_FEED_KEY 80 /* "feed:<id>" / "posts:<id>" with an id of at most 64 bytes */
+#define TL_FEED_KEY 80 /* "feed:<id>" / "posts:<id>" / "likes:<id>" with an id of at most 64 bytes */
 
 typedef struct timeline {
     service_ctx *ctx;
@@ -23,6 +23,7 @@ typedef struct timeline {
     size_t author_posts_max;  /* members kept per "posts:<author>" */
     cache *posts;             /* post_id -> the post's JSON (without the reader's liked_by_me) */
     cache *users;             /* user_id -> {username, display_name} */
+    cache *readers;           /* user_id -> the reader's followees and which of them are merged at read time */
     /* set by the projection's reset: a replay rebuilds feeds but does not announce them again */
     atomic_bool replaying;
     /* cache keys the projection changed in the current transaction, invalidated again after it

@@ -51,12 +51,13 @@ CREATE TABLE timeline_likes (
     post_id TEXT NOT NULL,
     PRIMARY KEY (user_id, post_id)
 );
+CREATE INDEX timeline_likes_post ON timeline_likes (post_id);
 CREATE TABLE timeline_comments (
     comment_id TEXT PRIMARY KEY,
     post_id    TEXT NOT NULL
 );
 
--- every user whose "feed:<id>" (or "posts:<id>") key may exist in kv: the replay's reset deletes those keys
+-- every user whose "feed:<id>", "posts:<id>" or "likes:<id>" key may exist in kv: the replay's reset deletes them
 CREATE TABLE timeline_feed_owners (
     user_id TEXT PRIMARY KEY
 );
