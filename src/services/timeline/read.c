@@ -13,6 +13,10 @@
  * someone the caller follows (the committed follow graph): an entry written
  * to kv by a transaction that has not committed (or never will) stays hidden.
  *
+ * A warm read runs no sql: the reader's followees and merged authors come
+ * from the cached reader state, liked_by_me from "likes:<me>" in kv (scored
+ * by post time: one range read over the page's span).
+ *
  * The page is built by concatenating cached JSON text (posts cached as ready
  * object members, authors as objects): parsing and re-serialising with
  * jansson was most of a warm read's CPU.
