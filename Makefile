@@ -238,3 +238,10 @@ bench-doc: setup
 $(B)/bench/doc_bench: bench/doc_bench.c $(REL_OBJ)
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) $(REL_CFLAGS) -o $@ $< $(REL_OBJ) $(LIBS)
+# ---- the timeline (bench/timeline.sh): fan-out of one post to 10,000 feeds (embedded kv and Redis) next to a raw
+# hiredis pipeline, and GET /api/v1/timeline/home under wrk next to the bare hello world. Part of `make bench`.
+.PHONY: bench-fanout bench-timeline
+bench: bench-fanout bench-timeline
+bench-fanout bench-timeline: setup
+	@$(MAKE) --no-print-directory -j$(JOBS) $(B)/pulse $(B)/bench/kv_bench $(B)/bench/hello
+	B=$(B) bash bench/timeline.sh $(if $(filter bench-fanout,$@),fanout,read)

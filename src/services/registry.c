@@ -7,6 +7,7 @@
 extern const service_def identity_service;
 extern const service_def audit_service;
 extern const service_def social_service;
+extern const service_def timeline_service;
 extern const service_def notify_service;
 extern const service_def messaging_service;
 extern const service_def courses_service;
@@ -18,6 +19,7 @@ const service_def *const service_registry[] = {
     &identity_service,
     &audit_service,
     &social_service,
+    &timeline_service,
     &notify_service,
     &messaging_service,
     &courses_service,
