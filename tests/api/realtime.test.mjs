@@ -18,6 +18,9 @@
 //   liveness    server pings (ping_interval), answers client pings, and a
 //               session outlives server.idle_timeout (MHD's) while alive
 //   stop        SIGTERM closes every socket with 1001 and exits cleanly
+//   instances   (distributed only: embedded kv pub/sub is in-process) a second
+//               `--services realtime` process delivers to its own sessions and
+//               closes them on a logout made through the first
 //
 // Runs on both profiles (PULSE_TEST_PROFILE=distributed: PostgreSQL, Redis,
 // NATS). No timing assertions: waits have generous timeouts only.
@@ -27,7 +30,7 @@ import { randomBytes } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import WebSocket from 'ws';
 
-import { assertError, rawRequest, startServer } from './harness.mjs';
+import { PROFILE, assertError, makeTempDir, rawRequest, removeTempDir, startServer } from './harness.mjs';
 
 const SERVICES = ['--services', 'identity,realtime,testkit'];
 const WAIT_MS = 10000; // generous: "within a second" in practice, ASan and engines included
@@ -366,6 +369,37 @@ describe('realtime gateway: configured', () => {
             await stopped;
         } finally {
             await srv.cleanup();
+        }
+    });
+});
+
+describe('realtime gateway: several instances', () => {
+    test('a realtime-only instance delivers to its sessions and closes them on logout', {
+        skip: PROFILE !== 'distributed' && 'the embedded kv reaches subscribers in one process only',
+    }, async () => {
+        const dir = await makeTempDir();
+        let one, two;
+        try {
+            one = await startServer({ dataDir: dir, args: SERVICES });
+            two = await startServer({ dataDir: dir, args: ['--services', 'realtime'] });
+            const u = await one.session();
+            const c1 = connect(one, { token: u.token });
+            const c2 = connect(two, { token: u.token }); // authenticated by the shared session store
+            await Promise.all([c1.ready, c2.ready]);
+            const ids = await push(one, [u.user.id], { count: 3 });
+            for (const c of [c1, c2]) await c.until((es) => ids.every((id) => es.some((e) => e.id === id)), 'the pushes');
+            assert.deepEqual(c2.pushes().map((e) => e.id), ids, 'each instance delivers each event once');
+            assert.deepEqual(c1.pushes().map((e) => e.id), ids);
+            const res = await one.post('/api/v1/auth/logout', undefined, { token: u.token });
+            assert.equal(res.status, 204);
+            assert.equal((await c2.closed).code, 4001);
+            assert.equal((await c1.closed).code, 4001);
+            await two.stopClean();
+            await one.stopClean();
+        } finally {
+            await two?.cleanup();
+            await one?.cleanup();
+            await removeTempDir(dir);
         }
     });
 });
