@@ -13,7 +13,8 @@
 //               live; events racing the reconnect: no gap, no duplicate;
 //               unknown / too old id: gap = true
 //   slow        a client that stops reading: frames are dropped, oldest first,
-//               and a pl.realtime.dropped.v1 notice accounts for every one
+//               and a pl.realtime.dropped.v1 notice accounts for every one; one
+//               that never reads again is closed as too slow (4008, metrics)
 //   revoke      logout closes that session's socket with 4001, not others
 //   liveness    server pings (ping_interval), answers client pings, and a
 //               session outlives server.idle_timeout (MHD's) while alive
@@ -351,6 +352,42 @@ describe('realtime gateway: configured', () => {
             const dropped = Number(/pulse_ws_frames_dropped_total\{hub="realtime"\} (\d+)/.exec(m)[1]);
             assert.equal(dropped, 2 * N - got.length - watch.pushes().length, 'the metric counts every drop');
             await Promise.all([slow.close(), watch.close()]);
+            await srv.stopClean();
+        } finally {
+            await srv.cleanup();
+        }
+    });
+
+    test('a client that stays connected but never reads is closed as too slow (4008)', async () => {
+        const srv = await startServer({
+            args: SERVICES,
+            env: {
+                PULSE_SERVICE_REALTIME_SEND_QUEUE_MAX: '2',
+                PULSE_SERVICE_REALTIME_SEND_BUFFER: '4096',
+                PULSE_SERVICE_REALTIME_IDLE_TIMEOUT: '2s',
+            },
+        });
+        try {
+            const u = await srv.session();
+            const stuck = connect(srv, { token: u.token });
+            await stuck.ready;
+            stuck.ws._socket.pause();
+            // it keeps talking (so it is not idle) but never reads
+            const talk = setInterval(() => stuck.ws.readyState === WebSocket.OPEN && stuck.ws.ping(), 300);
+            try {
+                await push(srv, [u.user.id], { count: 60, payload: 'y'.repeat(16384) });
+                const tooSlow = async () => {
+                    const m = (await srv.get('/metrics')).text;
+                    return Number(/pulse_ws_closes_total\{hub="realtime",reason="too_slow"\} (\d+)/.exec(m)[1]);
+                };
+                const deadline = Date.now() + WAIT_MS;
+                while ((await tooSlow()) < 1 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
+                assert.equal(await tooSlow(), 1, 'closed for making no write progress');
+            } finally {
+                clearInterval(talk);
+            }
+            stuck.ws._socket.resume();
+            await stuck.closed; // the socket is gone (the close frame itself may not fit)
             await srv.stopClean();
         } finally {
             await srv.cleanup();
