@@ -394,6 +394,24 @@ describe('realtime gateway: configured', () => {
         }
     });
 
+    test('a gateway process with a small connection pool (server.connection_memory) serves sessions', async () => {
+        const srv = await startServer({ args: SERVICES, env: { PULSE_SERVER_CONNECTION_MEMORY: '8KiB' } });
+        try {
+            const u = await srv.session();
+            const c = connect(srv, { token: u.token });
+            await c.ready;
+            const [id] = await push(srv, [u.user.id]);
+            await c.until((es) => es.find((e) => e.id === id), 'the push');
+            // headers beyond the pool: libmicrohttpd answers them itself, still a 4xx (or a close), never a crash
+            const big = await rawUpgrade(srv.port, { headers: { ...upgradeHeaders(), 'X-Pad': 'p'.repeat(12000) } });
+            assert.ok(big.status === undefined || (big.status >= 400 && big.status < 500), `got ${big.status}`);
+            await c.close();
+            await srv.stopClean();
+        } finally {
+            await srv.cleanup();
+        }
+    });
+
     test('SIGTERM closes every session with 1001 and exits cleanly', async () => {
         const srv = await startServer({ args: SERVICES });
         try {
