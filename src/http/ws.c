@@ -439,6 +439,16 @@ static ws_frame *q_pop(sess *s)
     return f;
 }
 
+/* An idle session gives back what a burst took. */
+static void q_shrink(sess *s)
+{
+    if (!s->qlen && s->qcap > 4) {
+        free(s->q);
+        s->q = NULL;
+        s->qcap = s->qhead = 0;
+    }
+}
+
 /* Leaves only a frame already partly written (it must be finished). */
 static void q_clear(sess *s)
 {
@@ -448,11 +458,7 @@ static void q_clear(sess *s)
         ws_frame_unref(s->q[last]);
         s->qlen--;
     }
-    if (!s->qlen && s->qcap > 4) { /* an idle session gives back what a burst took */
-        free(s->q);
-        s->q = NULL;
-        s->qcap = s->qhead = 0;
-    }
+    q_shrink(s);
 }
 
 static void set_epollout(ws_hub *h, sess *s, bool on)
@@ -572,6 +578,7 @@ static bool flush(ws_hub *h, sess *s, int64_t now)
         wslay_event_get_close_received(s->wctx))
         return false; /* handshake complete */
     wctx_trim(s);
+    q_shrink(s);
     return true;
 }
 
@@ -651,6 +658,17 @@ static void on_readable(ws_hub *h, sess *s, int64_t now)
 {
     s->last_rx_ms = now;
     wctx_ensure(s);
+    if (!wslay_event_get_read_enabled(s->wctx)) {
+        /* after the peer's close frame: what follows is dropped (level-triggered
+         * epoll would report it forever), the end of the stream ends the session */
+        char sink[512];
+        ssize_t n;
+        while ((n = recv(s->fd, sink, sizeof sink, MSG_DONTWAIT)) > 0)
+            ;
+        if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+            s->dead = true;
+        return;
+    }
     if (wslay_event_recv(s->wctx) != 0)
         s->dead = true;
 }
@@ -1069,10 +1087,16 @@ void ws_hub_destroy(ws_hub *h)
     ssize_t w = write(h->evfd, &one, sizeof one);
     (void)w;
     pthread_join(h->thread, NULL);
-    for (cmd *c = h->head, *nx; c; c = nx) {
+    for (cmd *c = h->head, *nx; c; c = nx) { /* only after the HTTP server stopped: none are expected */
         nx = c->next;
-        if (c->s)
+        if (c->s) {
+            MHD_upgrade_action(c->s->urh, MHD_UPGRADE_ACTION_CLOSE);
+            if (h->cb.closed)
+                h->cb.closed(h->ud, c->s->id, c->s->sdata, WS_CLOSE_GOING_AWAY);
+            free(c->s->extra);
+            free(c->s->key);
             free(c->s);
+        }
         cmd_free(c);
     }
     close(h->ep);
