@@ -31,7 +31,10 @@ import { randomBytes } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import WebSocket from 'ws';
 
+import { assertValidEvent, loadSchemas } from './bus-harness.mjs';
 import { PROFILE, assertError, makeTempDir, rawRequest, removeTempDir, startServer } from './harness.mjs';
+
+const schemas = loadSchemas();
 
 const SERVICES = ['--services', 'identity,realtime,testkit'];
 const WAIT_MS = 10000; // generous: "within a second" in practice, ASan and engines included
@@ -77,7 +80,12 @@ function connect(srv, { token, query = '', headers = {}, viaQuery = false } = {}
             check();
         });
     c.pushes = () => c.events.filter((e) => e.type === 'pl.testkit.push.v1');
+    // every message is a CloudEvent valid against the envelope and its type's schema
+    c.validate = () => {
+        for (const e of c.events) assertValidEvent(schemas, e);
+    };
     c.close = () => {
+        c.validate();
         ws.close(1000);
         return c.closed;
     };
@@ -270,6 +278,7 @@ describe('realtime gateway', () => {
         assert.equal(res.status, 204, res.text);
         const closed = await c1.closed;
         assert.equal(closed.code, 4001);
+        c1.validate();
         // the other login session still receives
         const [id] = await push(srv, [u.user.id]);
         await c2.until((es) => es.find((e) => e.id === id), 'a push after the logout');
@@ -339,6 +348,8 @@ describe('realtime gateway: configured', () => {
             slow.ws._socket.resume();
             await slow.until(() => accounted(slow) === N, 'every event received or reported dropped');
             assert.ok(notices(slow).length >= 1, 'at least one dropped notice');
+            slow.validate();
+            watch.validate();
             const got = slow.pushes().map((e) => e.id);
             assert.equal(new Set(got).size, got.length, 'no duplicate');
             const pos = got.map((id) => ids.indexOf(id));

@@ -79,9 +79,9 @@ static ws_frame *control_frame(const char *type, const char *user_id, json_t *da
     char id[40], now[40];
     uuid7_new(id);
     time_rfc3339(time_now_ms(), now, sizeof now);
-    json_t *ev = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:o}", "specversion", "1.0", "id", id, "source",
+    json_t *ev = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:o}", "specversion", "1.0", "id", id, "source",
                            "/pulse/realtime", "type", type, "subject", user_id, "time", now, "datacontenttype",
-                           "application/json", "data", data);
+                           "application/json", "partitionkey", user_id, "data", data);
     char *s = json_compact(ev);
     json_decref(ev);
     ws_frame *f = ws_frame_text(s, strlen(s), NULL);
@@ -298,9 +298,10 @@ static int deliver_handle(void *ud, sql_tx *tx, const cloudevent *ev, pl_error *
     json_t *data = json_deep_copy(ev->data);
     json_object_del(data, "user_ids");
     json_object_del(data, "recipient_ids");
-    json_t *out = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:o}", "specversion", "1.0", "id", ev->id, "source",
-                            ev->source, "type", ev->type, "subject", ev->subject, "time", ev->time, "datacontenttype",
-                            "application/json", "data", data);
+    json_t *out = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:o}", "specversion", "1.0", "id", ev->id,
+                            "source", ev->source, "type", ev->type, "subject", ev->subject, "time", ev->time,
+                            "datacontenttype", "application/json", "partitionkey",
+                            ev->partitionkey[0] ? ev->partitionkey : ev->subject, "data", data);
     char *enc = json_compact(out);
     json_decref(out);
     size_t enclen = strlen(enc);
