@@ -92,6 +92,11 @@ function connect(srv, { token, query = '', headers = {}, viaQuery = false } = {}
     return c;
 }
 
+async function metric(srv, pattern) {
+    const m = (await srv.get('/metrics')).text;
+    return Number(new RegExp(`^${pattern} (\\d+)$`, 'm').exec(m)[1]);
+}
+
 async function push(srv, userIds, { count = 1, payload = 'hello' } = {}) {
     const res = await srv.post('/api/v1/testkit/events', {
         type: 'pl.testkit.push.v1',
@@ -303,79 +308,104 @@ describe('realtime gateway', () => {
     });
 });
 
-describe('realtime gateway: configured', () => {
-    test('server pings every ping_interval and a live session outlives server.idle_timeout', async () => {
-        const srv = await startServer({
+// One server for the tests that need small limits (starting servers is what
+// costs time on the distributed profile).
+describe('realtime gateway: small limits', () => {
+    let srv;
+    before(async () => {
+        srv = await startServer({
             args: SERVICES,
-            env: { PULSE_SERVICE_REALTIME_PING_INTERVAL: '1s', PULSE_SERVER_IDLE_TIMEOUT: '2s' },
+            env: {
+                PULSE_SERVICE_REALTIME_PING_INTERVAL: '1s',
+                PULSE_SERVER_IDLE_TIMEOUT: '2s',
+                PULSE_SERVICE_REALTIME_SEND_QUEUE_MAX: '2',
+                PULSE_SERVICE_REALTIME_SEND_BUFFER: '4096',
+                PULSE_SERVER_CONNECTION_MEMORY: '8KiB',
+            },
         });
-        try {
-            const u = await srv.session();
-            const c = connect(srv, { token: u.token });
-            await c.ready;
-            let pings = 0;
-            c.ws.on('ping', () => pings++);
-            await new Promise((r) => setTimeout(r, 3500)); // past MHD's idle timeout
-            assert.ok(pings >= 1, 'the server pinged');
-            assert.equal(c.ws.readyState, WebSocket.OPEN, 'an upgraded session is not MHD idle-timed out');
-            const [id] = await push(srv, [u.user.id]);
-            await c.until((es) => es.find((e) => e.id === id), 'a push after the idle period');
-            await c.close();
-            await srv.stopClean();
-        } finally {
-            await srv.cleanup();
-        }
+    });
+    after(async () => {
+        await srv?.cleanup();
+    });
+
+    test('server pings every ping_interval and a live session outlives server.idle_timeout', async () => {
+        const u = await srv.session();
+        const c = connect(srv, { token: u.token });
+        await c.ready;
+        let pings = 0;
+        c.ws.on('ping', () => pings++);
+        await new Promise((r) => setTimeout(r, 3500)); // past MHD's idle timeout
+        assert.ok(pings >= 1, 'the server pinged');
+        assert.equal(c.ws.readyState, WebSocket.OPEN, 'an upgraded session is not MHD idle-timed out');
+        const [id] = await push(srv, [u.user.id]);
+        await c.until((es) => es.find((e) => e.id === id), 'a push after the idle period');
+        await c.close();
+    });
+
+    test('a gateway process with a small connection pool (server.connection_memory) serves sessions', async () => {
+        const u = await srv.session();
+        const c = connect(srv, { token: u.token });
+        await c.ready;
+        const [id] = await push(srv, [u.user.id]);
+        await c.until((es) => es.find((e) => e.id === id), 'the push');
+        // headers beyond the pool: libmicrohttpd answers them itself, still a 4xx (or a close), never a crash
+        const big = await rawUpgrade(srv.port, { headers: { ...upgradeHeaders(), 'X-Pad': 'p'.repeat(12000) } });
+        assert.ok(big.status === undefined || (big.status >= 400 && big.status < 500), `got ${big.status}`);
+        await c.close();
     });
 
     test('a client that stops reading gets a dropped notice accounting for every dropped event', async () => {
-        const srv = await startServer({
-            args: SERVICES,
-            env: { PULSE_SERVICE_REALTIME_SEND_QUEUE_MAX: '2', PULSE_SERVICE_REALTIME_SEND_BUFFER: '4096' },
-        });
-        try {
-            const u = await srv.session();
-            const watch = connect(srv, { token: u.token });
-            const slow = connect(srv, { token: u.token });
-            await Promise.all([watch.ready, slow.ready]);
-            slow.ws._socket.pause(); // stop reading: the kernel buffers fill, then the queue
-            const N = 150;
-            const ids = await push(srv, [u.user.id], { count: N, payload: 'x'.repeat(16384) });
-            const notices = (c) => c.events.filter((e) => e.type === 'pl.realtime.dropped.v1');
-            const accounted = (c) => c.pushes().length + notices(c).reduce((n, e) => n + e.data.count, 0);
-            // the watcher (a reading client, though with the same tiny queue) has
-            // every event or its notice: the hub has applied every publish to both
-            await watch.until(() => accounted(watch) === N, 'every event at the watcher');
-            slow.ws._socket.resume();
-            await slow.until(() => accounted(slow) === N, 'every event received or reported dropped');
-            assert.ok(notices(slow).length >= 1, 'at least one dropped notice');
-            slow.validate();
-            watch.validate();
-            const got = slow.pushes().map((e) => e.id);
-            assert.equal(new Set(got).size, got.length, 'no duplicate');
-            const pos = got.map((id) => ids.indexOf(id));
-            assert.deepEqual(pos, [...pos].sort((x, y) => x - y), 'what arrives keeps its order');
-            for (const n of notices(slow)) {
-                assert.ok(n.data.count > 0);
-                assert.ok(ids.includes(n.data.first_id) && ids.includes(n.data.last_id));
-                assert.ok(!got.includes(n.data.first_id) && !got.includes(n.data.last_id), 'a dropped event is not delivered');
-            }
-            const m = (await srv.get('/metrics')).text;
-            const dropped = Number(/pulse_ws_frames_dropped_total\{hub="realtime"\} (\d+)/.exec(m)[1]);
-            assert.equal(dropped, 2 * N - got.length - watch.pushes().length, 'the metric counts every drop');
-            await Promise.all([slow.close(), watch.close()]);
-            await srv.stopClean();
-        } finally {
-            await srv.cleanup();
+        const u = await srv.session();
+        const watch = connect(srv, { token: u.token });
+        const slow = connect(srv, { token: u.token });
+        await Promise.all([watch.ready, slow.ready]);
+        const droppedBefore = await metric(srv, 'pulse_ws_frames_dropped_total\\{hub="realtime"\\}');
+        slow.ws._socket.pause(); // stop reading: the kernel buffers fill, then the queue
+        const N = 150;
+        const ids = await push(srv, [u.user.id], { count: N, payload: 'x'.repeat(16384) });
+        const notices = (c) => c.events.filter((e) => e.type === 'pl.realtime.dropped.v1');
+        const accounted = (c) => c.pushes().length + notices(c).reduce((n, e) => n + e.data.count, 0);
+        // the watcher (a reading client, though with the same tiny queue) has
+        // every event or its notice: the hub has applied every publish to both
+        await watch.until(() => accounted(watch) === N, 'every event at the watcher');
+        slow.ws._socket.resume();
+        await slow.until(() => accounted(slow) === N, 'every event received or reported dropped');
+        assert.ok(notices(slow).length >= 1, 'at least one dropped notice');
+        slow.validate();
+        watch.validate();
+        const got = slow.pushes().map((e) => e.id);
+        assert.equal(new Set(got).size, got.length, 'no duplicate');
+        const pos = got.map((id) => ids.indexOf(id));
+        assert.deepEqual(pos, [...pos].sort((x, y) => x - y), 'what arrives keeps its order');
+        for (const n of notices(slow)) {
+            assert.ok(n.data.count > 0);
+            assert.ok(ids.includes(n.data.first_id) && ids.includes(n.data.last_id));
+            assert.ok(!got.includes(n.data.first_id) && !got.includes(n.data.last_id), 'a dropped event is not delivered');
         }
+        const dropped = (await metric(srv, 'pulse_ws_frames_dropped_total\\{hub="realtime"\\}')) - droppedBefore;
+        assert.equal(dropped, 2 * N - got.length - watch.pushes().length, 'the metric counts every drop');
+        await Promise.all([slow.close(), watch.close()]);
     });
 
+    test('SIGTERM closes every session with 1001 and exits cleanly', async () => {
+        const u = await srv.session();
+        const cs = [connect(srv, { token: u.token }), connect(srv, { token: u.token })];
+        await Promise.all(cs.map((c) => c.ready));
+        const stopped = srv.stopClean();
+        const closes = await Promise.all(cs.map((c) => c.closed));
+        for (const cl of closes) assert.equal(cl.code, 1001);
+        await stopped;
+    });
+});
+
+describe('realtime gateway: stalled client', () => {
     test('a client that stays connected but never reads is closed as too slow (4008)', async () => {
         const srv = await startServer({
             args: SERVICES,
             env: {
                 PULSE_SERVICE_REALTIME_SEND_QUEUE_MAX: '2',
                 PULSE_SERVICE_REALTIME_SEND_BUFFER: '4096',
-                PULSE_SERVICE_REALTIME_IDLE_TIMEOUT: '2s',
+                PULSE_SERVICE_REALTIME_IDLE_TIMEOUT: '1s',
             },
         });
         try {
@@ -400,39 +430,6 @@ describe('realtime gateway: configured', () => {
             stuck.ws._socket.resume();
             await stuck.closed; // the socket is gone (the close frame itself may not fit)
             await srv.stopClean();
-        } finally {
-            await srv.cleanup();
-        }
-    });
-
-    test('a gateway process with a small connection pool (server.connection_memory) serves sessions', async () => {
-        const srv = await startServer({ args: SERVICES, env: { PULSE_SERVER_CONNECTION_MEMORY: '8KiB' } });
-        try {
-            const u = await srv.session();
-            const c = connect(srv, { token: u.token });
-            await c.ready;
-            const [id] = await push(srv, [u.user.id]);
-            await c.until((es) => es.find((e) => e.id === id), 'the push');
-            // headers beyond the pool: libmicrohttpd answers them itself, still a 4xx (or a close), never a crash
-            const big = await rawUpgrade(srv.port, { headers: { ...upgradeHeaders(), 'X-Pad': 'p'.repeat(12000) } });
-            assert.ok(big.status === undefined || (big.status >= 400 && big.status < 500), `got ${big.status}`);
-            await c.close();
-            await srv.stopClean();
-        } finally {
-            await srv.cleanup();
-        }
-    });
-
-    test('SIGTERM closes every session with 1001 and exits cleanly', async () => {
-        const srv = await startServer({ args: SERVICES });
-        try {
-            const u = await srv.session();
-            const cs = [connect(srv, { token: u.token }), connect(srv, { token: u.token })];
-            await Promise.all(cs.map((c) => c.ready));
-            const stopped = srv.stopClean();
-            const closes = await Promise.all(cs.map((c) => c.closed));
-            for (const cl of closes) assert.equal(cl.code, 1001);
-            await stopped;
         } finally {
             await srv.cleanup();
         }
