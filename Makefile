@@ -225,3 +225,16 @@ $(B)/bench/nats_bench: bench/nats_bench.c $(REL_OBJ)
 test-faults: $(B)/asan/pulse
 	cd tests/api && PULSE_TEST_PROFILE=distributed PULSE_TEST_FAULTS=1 PULSE_TEST_BIN=$(abspath $(B))/asan/pulse \
 	    node --test faults.test.mjs
+
+# ---- doc store benchmark (bench/doc.sh): document writes and indexed reads at a paced 1k ops/s on PostgreSQL JSONB
+# next to raw libpq on the same table shape, and on SQLite next to raw sqlite3; starts its own PostgreSQL and
+# writes its section of docs/BENCHMARKS.md. Part of `make bench`.
+.PHONY: bench-doc
+bench: bench-doc
+bench-doc: setup
+	@$(MAKE) --no-print-directory -j$(JOBS) $(B)/bench/doc_bench
+	B=$(B) bash bench/doc.sh
+
+$(B)/bench/doc_bench: bench/doc_bench.c $(REL_OBJ)
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(REL_CFLAGS) -o $@ $< $(REL_OBJ) $(LIBS)

@@ -19,6 +19,8 @@
 //   liveness    server pings (ping_interval), answers client pings, and a
 //               session outlives server.idle_timeout (MHD's) while alive
 //   stop        SIGTERM closes every socket with 1001 and exits cleanly
+//   end to end  a like (social) becomes a notification (notify) on the post
+//               author's socket, and nobody else's
 //   instances   (distributed only: embedded kv pub/sub is in-process) a second
 //               `--services realtime` process delivers to its own sessions and
 //               closes them on a logout made through the first
@@ -31,7 +33,7 @@ import { randomBytes } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import WebSocket from 'ws';
 
-import { assertValidEvent, loadSchemas } from './bus-harness.mjs';
+import { assertValidEvent, loadSchemas, waitFor } from './bus-harness.mjs';
 import { PROFILE, assertError, makeTempDir, rawRequest, removeTempDir, startServer } from './harness.mjs';
 
 const schemas = loadSchemas();
@@ -463,6 +465,44 @@ describe('realtime gateway: several instances', () => {
             await two?.cleanup();
             await one?.cleanup();
             await removeTempDir(dir);
+        }
+    });
+});
+
+describe('realtime gateway: end to end', () => {
+    test('a like becomes a notification on the author\'s socket, and nobody else\'s', async () => {
+        const srv = await startServer({ args: ['--services', 'identity,social,notify,realtime'] });
+        try {
+            const author = await srv.session();
+            const fan = await srv.session();
+            const ca = connect(srv, { token: author.token });
+            const cf = connect(srv, { token: fan.token });
+            await Promise.all([ca.ready, cf.ready]);
+            // social learns about new users from identity's events: retry until it has
+            const post = await waitFor(async () => {
+                const r = await srv.post('/api/v1/posts', { text: 'hello campus', visibility: 'public' }, { token: author.token });
+                return r.status === 201 ? r.body : null;
+            }, { what: 'the post' });
+            await waitFor(async () => {
+                const r = await srv.post(`/api/v1/posts/${post.id}/like`, undefined, { token: fan.token });
+                return r.status < 300;
+            }, { what: 'the like' });
+            const ev = await ca.until(
+                (es) => es.find((e) => e.type === 'pl.notify.notification_created.v1' && e.data.object_id === post.id),
+                'the like notification',
+            );
+            assert.equal(ev.source, '/pulse/notify');
+            assert.equal(ev.data.user_id, author.user.id);
+            assert.equal(ev.data.kind, 'like');
+            assert.deepEqual(ev.data.actor_ids, [fan.user.id]);
+            // the same notification is in the author's inbox over REST
+            const inbox = await srv.get('/api/v1/notifications?limit=10', { token: author.token });
+            assert.ok(inbox.body.items.some((n) => n.id === ev.data.notification_id), inbox.text);
+            assert.ok(!cf.events.some((e) => e.type.startsWith('pl.notify.')), 'the liker gets no notification');
+            await Promise.all([ca.close(), cf.close()]);
+            await srv.stopClean();
+        } finally {
+            await srv.cleanup();
         }
     });
 });
