@@ -71,6 +71,7 @@ struct sess {
     uint64_t rx_left;         /* payload bytes of the current frame still to come */
     uint8_t rx_hdr[14], rx_hlen;
     bool rx_msg_open;         /* a fragmented data message has begun */
+    bool rx_too_big;          /* a frame header announced more than WS_MAX_RECV */
     unsigned char pend[160];  /* wslay's control frames waiting for the socket */
 };
 
@@ -91,6 +92,7 @@ typedef struct cmd {
 } cmd;
 
 #define KEY_BUCKETS 4096
+#define WS_MAX_RECV 4096 /* clients send pings and tiny messages only */
 #define ID_BUCKETS 4096
 
 struct ws_hub {
@@ -346,7 +348,7 @@ static void wctx_ensure(sess *s)
         return;
     if (wslay_event_context_server_init(&s->wctx, &ev_callbacks, s))
         abort();
-    wslay_event_config_set_max_recv_msg_length(s->wctx, 4096);
+    wslay_event_config_set_max_recv_msg_length(s->wctx, WS_MAX_RECV);
 }
 
 static void wctx_trim(sess *s)
@@ -383,6 +385,8 @@ static void scan_rx(sess *s, const uint8_t *p, size_t n)
             for (size_t i = 0; i < ext; i++)
                 len = len << 8 | s->rx_hdr[2 + i];
         }
+        if (len > WS_MAX_RECV)
+            s->rx_too_big = true; /* refused at the header, not after waiting for the payload */
         uint8_t opcode = s->rx_hdr[0] & 0x0f;
         if (!(opcode & 0x08)) /* data or continuation: the message ends with FIN */
             s->rx_msg_open = !(s->rx_hdr[0] & 0x80);
@@ -570,6 +574,15 @@ static bool flush(ws_hub *h, sess *s, int64_t now)
             atomic_fetch_add(&h->frames, 1);
         }
     }
+    if (!s->closing && s->wctx && wslay_event_get_close_sent(s->wctx)) {
+        /* wslay failed the connection itself (a protocol error, a message too
+         * large, invalid UTF-8): its close frame went out; the peer gets a
+         * moment to answer, then the socket is closed */
+        s->closing = true;
+        s->close_code = wslay_event_get_status_code_sent(s->wctx);
+        s->close_deadline_ms = now + 500; /* no reply is owed by a peer that broke the protocol */
+        q_clear(s);
+    }
     bool pending = s->pend_len || (s->qlen && !s->held) || (s->off == 0 && s->wctx && wslay_event_want_write(s->wctx));
     if (!pending)
         s->last_progress_ms = now;
@@ -671,6 +684,8 @@ static void on_readable(ws_hub *h, sess *s, int64_t now)
     }
     if (wslay_event_recv(s->wctx) != 0)
         s->dead = true;
+    else if (s->rx_too_big)
+        start_close(h, s, 1009, "message too big", now);
 }
 
 static void apply_add(ws_hub *h, sess *s, int64_t now)

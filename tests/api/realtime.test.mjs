@@ -16,6 +16,8 @@
 //               and a pl.realtime.dropped.v1 notice accounts for every one; one
 //               that never reads again is closed as too slow (4008, metrics)
 //   revoke      logout closes that session's socket with 4001, not others
+//   abuse       unmasked / oversized / invalid UTF-8 / reserved-opcode frames and
+//               garbage after the handshake close that socket; the server stays up
 //   liveness    server pings (ping_interval), answers client pings, and a
 //               session outlives server.idle_timeout (MHD's) while alive
 //   stop        SIGTERM closes every socket with 1001 and exits cleanly
@@ -30,6 +32,7 @@
 
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import WebSocket from 'ws';
 
@@ -294,6 +297,49 @@ describe('realtime gateway', () => {
         const again = await rawUpgrade(srv.port, { headers: { Authorization: `Bearer ${u.token}`, ...upgradeHeaders() } });
         assert.equal(again.status, 401);
         await c2.close();
+    });
+
+    test('protocol abuse after the handshake closes that socket only', async () => {
+        // a raw client: handshake, then bytes no WebSocket client may send
+        const abuse = (bytes) =>
+            new Promise((resolve, reject) => {
+                const sock = net.connect({ host: '127.0.0.1', port: srv.port });
+                let buf = Buffer.alloc(0);
+                let upgraded = false;
+                const timer = setTimeout(() => reject(new Error('the server kept the socket open')), WAIT_MS);
+                sock.on('connect', () =>
+                    sock.write(
+                        `GET /api/v1/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${a.token}\r\n` +
+                            Object.entries(upgradeHeaders()).map(([k, v]) => `${k}: ${v}\r\n`).join('') + '\r\n',
+                    ),
+                );
+                sock.on('data', (d) => {
+                    buf = Buffer.concat([buf, d]);
+                    if (!upgraded && buf.includes('\r\n\r\n')) {
+                        upgraded = true;
+                        assert.match(buf.toString('latin1'), /^HTTP\/1\.1 101/);
+                        sock.write(bytes);
+                    }
+                });
+                sock.on('error', () => {});
+                sock.on('close', () => {
+                    clearTimeout(timer);
+                    resolve(buf);
+                });
+            });
+        const masked = (opcode, payload, lenBytes) => Buffer.concat([Buffer.from([0x80 | opcode]), lenBytes, Buffer.alloc(4), payload]);
+        const cases = [
+            Buffer.from([0x81, 0x05, 0x68, 0x65, 0x6c, 0x6c, 0x6f]), // unmasked client frame
+            masked(0x1, Buffer.alloc(0), Buffer.from([0xff, 0, 0, 0, 0, 0, 0x10, 0, 0])), // claims 1 MiB > the 4 KiB limit
+            masked(0x1, Buffer.from([0xc3, 0x28]), Buffer.from([0x82])), // invalid UTF-8 text
+            masked(0x3, Buffer.from('x'), Buffer.from([0x81])), // reserved opcode
+            randomBytes(64),
+        ];
+        await Promise.all(cases.map(abuse));
+        await srv.assertHealthy();
+        const c = connect(srv, { token: a.token });
+        await c.ready;
+        await c.close();
     });
 
     test('pings: a client ping is answered', async () => {
