@@ -218,9 +218,12 @@ describe('realtime gateway', () => {
         await b1.until((es) => es.find((e) => e.id === idb), "b's push");
         assert.deepEqual(b1.pushes().map((e) => e.id), [idb], 'B receives only its own events');
         assert.ok(!a1.events.some((e) => e.id === idb) && !a2.events.some((e) => e.id === idb));
-        // one event for both users: each gets it once
-        const [both] = await push(srv, [a.user.id, b.user.id]);
+        // one event for both users (A listed twice, plus junk): each session gets it once
+        const [both] = await push(srv, [a.user.id, b.user.id, a.user.id, 'not-a-user']);
         for (const c of [a1, a2, b1]) await c.until((es) => es.find((e) => e.id === both), 'the shared push');
+        const [after] = await push(srv, [a.user.id]);
+        for (const c of [a1, a2]) await c.until((es) => es.find((e) => e.id === after), 'the push after it');
+        for (const c of [a1, a2, b1]) assert.equal(c.events.filter((e) => e.id === both).length, 1, 'exactly once');
         await Promise.all([a1.close(), a2.close(), b1.close()]);
     });
 

@@ -256,6 +256,29 @@ static int add_recipient(json_t *to, json_t *v)
     return 0;
 }
 
+static int str_cmp(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+/* Sorted and without repeats: a user listed twice gets the event once. */
+static json_t *unique_sorted(json_t *to)
+{
+    size_t n = json_array_size(to);
+    if (n < 2)
+        return to;
+    const char **v = malloc(n * sizeof *v);
+    if (!v)
+        abort();
+    for (size_t i = 0; i < n; i++)
+        v[i] = json_string_value(json_array_get(to, i));
+    qsort(v, n, sizeof *v, str_cmp);
+    json_t *out = json_array();
+    for (size_t i = 0; i < n; i++)
+        if (i == 0 || strcmp(v[i], v[i - 1]) != 0)
+            json_array_append_new(out, json_string(v[i]));
+    free(v);
+    json_decref(to);
+    return out;
+}
+
 /* The recipients of an event, by its type's contract (docs/EVENTS.md). */
 static json_t *recipients(const cloudevent *ev)
 {
@@ -271,7 +294,7 @@ static json_t *recipients(const cloudevent *ev)
         json_t *v;
         json_array_foreach(json_object_get(d, list), i, v) add_recipient(to, v);
     }
-    return to;
+    return unique_sorted(to);
 }
 
 static int deliver_handle(void *ud, sql_tx *tx, const cloudevent *ev, pl_error *err)
