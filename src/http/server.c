@@ -701,7 +701,8 @@ int http_server_start(router *r, metrics *m, const http_server_opts *o, http_ser
     if (ss.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
     pool_start(s, o->workers, o->worker_queue);
-    metrics_add_collector(m, ws_metrics_collect, NULL);
+    if (m)
+        metrics_add_collector(m, ws_metrics_collect, NULL);
     s->d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, s,
                             MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
                             MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
