@@ -721,21 +721,26 @@ static void apply_publish(ws_hub *h, cmd *c, int64_t now)
             nx = s->key_next;
             if (s->closing || strcmp(s->key, c->keys[i]) != 0)
                 continue;
-            /* Over the limit: drop the oldest frame not yet begun. */
-            uint32_t queued = s->qlen - (s->off > 0 ? 1 : 0);
-            if (queued >= h->o.queue_max && queued > 0) {
-                uint32_t at = (s->qhead + (s->off > 0 ? 1 : 0)) % s->qcap;
-                ws_frame *old = s->q[at];
+            /* Over the limit: drop the oldest tagged frame not yet begun.
+             * Untagged frames (ready, drop notices) are never dropped. */
+            uint32_t first = s->off > 0 ? 1 : 0, k = first;
+            if (s->qlen - first >= h->o.queue_max) {
+                while (k < s->qlen && !s->q[(s->qhead + k) % s->qcap]->tag[0])
+                    k++;
+            } else {
+                k = s->qlen;
+            }
+            if (k < s->qlen) {
+                ws_frame *old = s->q[(s->qhead + k) % s->qcap];
                 if (!s->drops)
                     snprintf(s->drop_first, sizeof s->drop_first, "%s", old->tag);
                 snprintf(s->drop_last, sizeof s->drop_last, "%s", old->tag);
                 s->drops++;
                 atomic_fetch_add(&h->drops, 1);
                 ws_frame_unref(old);
-                /* close the gap: shift the frames before it (at most one) forward */
-                if (s->off > 0) {
-                    s->q[at] = s->q[s->qhead];
-                }
+                /* close the gap: the frames before it move one place back */
+                for (uint32_t j = k; j > 0; j--)
+                    s->q[(s->qhead + j) % s->qcap] = s->q[(s->qhead + j - 1) % s->qcap];
                 s->qhead = (s->qhead + 1) % s->qcap;
                 s->qlen--;
             }
