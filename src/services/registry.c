@@ -10,6 +10,7 @@ extern const service_def social_service;
 extern const service_def timeline_service;
 extern const service_def notify_service;
 extern const service_def messaging_service;
+extern const service_def realtime_service;
 extern const service_def courses_service;
 extern const service_def achievements_service;
 extern const service_def doctest_service;
@@ -22,6 +23,7 @@ const service_def *const service_registry[] = {
     &timeline_service,
     &notify_service,
     &messaging_service,
+    &realtime_service,
     &courses_service,
     &achievements_service,
     &doctest_service,
