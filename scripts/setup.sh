@@ -48,8 +48,11 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 here=$(cd "$(dirname "$0")/.." && pwd)
-if [ -f "$here/tests/api/package.json" ] && [ ! -d "$here/tests/api/node_modules" ]; then
+# Installed again whenever the lock file changed since the last install (a stamp
+# copy of it is kept in node_modules), so a new test package reaches old checkouts.
+api="$here/tests/api"
+if [ -f "$api/package-lock.json" ] && ! cmp -s "$api/package-lock.json" "$api/node_modules/.pulse-lock.json"; then
   echo "setup: installing npm packages for tests/api" >&2
-  (cd "$here/tests/api" && npm install --no-audit --no-fund --silent >/dev/null)
+  (cd "$api" && npm ci --no-audit --no-fund --silent >/dev/null && cp package-lock.json node_modules/.pulse-lock.json)
 fi
 exit 0
