@@ -7,10 +7,12 @@
 extern const service_def identity_service;
 extern const service_def audit_service;
 extern const service_def testkit_service;
+extern const service_def commerce_service;
 
 const service_def *const service_registry[] = {
     &identity_service,
     &audit_service,
+    &commerce_service,
     &testkit_service,
     NULL,
 };
