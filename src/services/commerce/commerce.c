@@ -168,6 +168,7 @@ int commerce_saga_apply(commerce *c, sql_tx *tx, saga_row *s, saga_event ev, con
                      SQL_ARGS(SQL_TEXT(s->order_id)), read_order, &o, err);
     if (rc <= 0)
         return rc < 0 ? rc : err_set(err, PL_EINTERNAL, NULL, "saga %s has no order", s->order_id);
+    rc = 0;
 
     saga_state next = st.next;
     int attempt = st.retry ? s->attempt + 1 : saga_is_waiting(next) ? 1 : 0;

@@ -75,7 +75,7 @@ static int load_order(sql_tx *tx, const char *id, bool with_history, json_t **ou
                        " ORDER BY seq",
                        SQL_ARGS(SQL_TEXT(id)), &r, err);
         bool open = rc == 0;
-        while (!rc && (rc = sql_next(r, err)) == 1)
+        while (open && (rc = sql_next(r, err)) == 1)
             json_array_append_new(h, json_pack("{s:s, s:s, s:I, s:s, s:s?}", "step", sql_text(r, 0), "outcome",
                                                sql_text(r, 1), "attempt", (json_int_t)sql_int(r, 2), "at",
                                                sql_text(r, 3), "detail", sql_text(r, 4)));
@@ -342,7 +342,7 @@ int commerce_my_orders(http_req *req, http_res *res)
                        SQL_ARGS(SQL_TEXT(req->principal->user_id), SQL_TEXT(cursor ? cursor : ""), SQL_INT(limit)),
                        &r, &err);
         bool open = rc == 0;
-        while (!rc && (rc = sql_next(r, &err)) == 1)
+        while (open && (rc = sql_next(r, &err)) == 1)
             json_array_append_new(items, order_json(r));
         if (open)
             sql_rows_close(r);
@@ -477,7 +477,7 @@ int commerce_admin_sagas(http_req *req, http_res *res)
                        SQL_ARGS(SQL_TEXT(state ? state : ""), SQL_TEXT(cursor ? cursor : ""), SQL_INT(limit)), &r,
                        &err);
         bool open = rc == 0;
-        while (!rc && (rc = sql_next(r, &err)) == 1) {
+        while (open && (rc = sql_next(r, &err)) == 1) {
             char next[32] = "";
             if (sql_int(r, 3) > 0)
                 time_rfc3339(sql_int(r, 3), next, sizeof next);
@@ -603,7 +603,7 @@ int commerce_admin_ledger(http_req *req, http_res *res)
                        " WHERE key = $1",
                        SQL_ARGS(SQL_TEXT(key)), &r, &err);
         bool open = rc == 0;
-        while (!rc && (rc = sql_next(r, &err)) == 1) {
+        while (open && (rc = sql_next(r, &err)) == 1) {
             captured += sql_int(r, 2);
             json_array_append_new(charges, json_pack("{s:s, s:s, s:I, s:s, s:I, s:s}", "key", sql_text(r, 0),
                                                      "payment_id", sql_text(r, 1), "amount_cents",
@@ -618,7 +618,7 @@ int commerce_admin_ledger(http_req *req, http_res *res)
         rc = sql_query(tx, "SELECT key, refund_id, amount_cents, created_at FROM paysim_refunds WHERE charge_key = $1",
                        SQL_ARGS(SQL_TEXT(key)), &r, &err);
         bool open = rc == 0;
-        while (!rc && (rc = sql_next(r, &err)) == 1) {
+        while (open && (rc = sql_next(r, &err)) == 1) {
             refunded += sql_int(r, 2);
             json_array_append_new(refunds, json_pack("{s:s, s:s, s:I, s:s}", "key", sql_text(r, 0), "refund_id",
                                                      sql_text(r, 1), "amount_cents", (json_int_t)sql_int(r, 2),
