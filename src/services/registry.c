@@ -6,12 +6,14 @@
 
 extern const service_def identity_service;
 extern const service_def audit_service;
+extern const service_def courses_service;
 extern const service_def testkit_service;
 extern const service_def commerce_service;
 
 const service_def *const service_registry[] = {
     &identity_service,
     &audit_service,
+    &courses_service,
     &commerce_service,
     &testkit_service,
     NULL,
