@@ -106,7 +106,7 @@ int commerce_saga_load(sql_tx *tx, const char *order_id, saga_row *out, pl_error
 }
 
 typedef struct order_facts {
-    char buyer[40], course[40], currency[8], title[512], payment_id[40], reason[128];
+    char buyer[40], course[136], currency[8], title[512], payment_id[40], reason[128];
     int64_t net, tax, amount;
     int rate_bp;
 } order_facts;
@@ -343,7 +343,8 @@ static int replies_handle(void *ctx, sql_tx *tx, const cloudevent *ev, pl_error 
     const char *reason = str(ev->data, "reason");
     char detail[256];
     snprintf(detail, sizeof detail, "%s%s%s", ev->type, reason ? ": " : "", reason ? reason : "");
-    saga_facts f = {.reason = reason, .detail = detail};
+    /* a rejection's reason is the order's (sold_out, ...); other replies keep theirs in the history */
+    saga_facts f = {.reason = map[which].ev == SAGA_EV_SEAT_REJECTED ? reason : NULL, .detail = detail};
     rc = commerce_saga_apply(c, tx, &s, map[which].ev, &f, err);
     if (rc == PL_ECONFLICT) /* the executor moved it meanwhile: apply to the new state on redelivery */
         rc = err_set(err, PL_EUNAVAILABLE, NULL, "saga %s changed meanwhile", order_id);
