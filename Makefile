@@ -225,3 +225,11 @@ $(B)/bench/nats_bench: bench/nats_bench.c $(REL_OBJ)
 test-faults: $(B)/asan/pulse
 	cd tests/api && PULSE_TEST_PROFILE=distributed PULSE_TEST_FAULTS=1 PULSE_TEST_BIN=$(abspath $(B))/asan/pulse \
 	    node --test faults.test.mjs
+
+# ---- purchase saga benchmark (bench/saga.sh): purchases/s and completion latency through commerce + courses,
+# embedded and on PostgreSQL + NATS, next to the raw engines' commit rates; appends to docs/BENCHMARKS.md.
+.PHONY: bench-saga
+bench: bench-saga
+bench-saga: setup
+	@$(MAKE) --no-print-directory -j$(JOBS) $(B)/pulse
+	B=$(B) bash bench/saga.sh

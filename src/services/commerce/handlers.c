@@ -470,7 +470,7 @@ int commerce_admin_sagas(http_req *req, http_res *res)
     if ((rc = sql_begin(ctx->sql, SQL_TX_READ, &tx, &err)) == 0) {
         rc = sql_query(tx,
                        "SELECT s.order_id, s.state, s.attempt, s.next_at_ms, s.parked_state, s.reason, s.updated_at,"
-                       " o.buyer_id, o.course_id, o.amount_cents, o.currency FROM commerce_sagas s"
+                       " o.buyer_id, o.course_id, o.amount_cents, o.currency, o.created_at FROM commerce_sagas s"
                        " JOIN commerce_orders o ON o.id = s.order_id"
                        " WHERE ($1 = '' OR s.state = $1) AND ($2 = '' OR s.order_id < $2)"
                        " ORDER BY s.order_id DESC LIMIT $3",
@@ -482,12 +482,12 @@ int commerce_admin_sagas(http_req *req, http_res *res)
             if (sql_int(r, 3) > 0)
                 time_rfc3339(sql_int(r, 3), next, sizeof next);
             json_array_append_new(
-                items, json_pack("{s:s, s:s, s:I, s:s?, s:s?, s:s?, s:s, s:s, s:s, s:I, s:s}", "order_id",
+                items, json_pack("{s:s, s:s, s:I, s:s?, s:s?, s:s?, s:s, s:s, s:s, s:I, s:s, s:s}", "order_id",
                                  sql_text(r, 0), "state", sql_text(r, 1), "attempt", (json_int_t)sql_int(r, 2),
                                  "next_at", next[0] ? next : NULL, "parked_step", sql_text(r, 4), "reason",
                                  sql_text(r, 5), "updated_at", sql_text(r, 6), "buyer_id", sql_text(r, 7), "course_id",
                                  sql_text(r, 8), "amount_cents", (json_int_t)sql_int(r, 9), "currency",
-                                 sql_text(r, 10)));
+                                 sql_text(r, 10), "created_at", sql_text(r, 11)));
         }
         if (open)
             sql_rows_close(r);
