@@ -13,6 +13,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 
+import { assertValidEvent, loadSchemas, readLog } from './bus-harness.mjs';
 import { assertError, makeTempDir, removeTempDir, Server, startServer } from './harness.mjs';
 
 const DEMO_PASSWORD = 'campus-demo-1';
@@ -409,6 +410,23 @@ describe('commerce: purchases through the saga', () => {
         }, 'the free course in the catalog');
         assertError(notForSale, 422, 'unprocessable');
         assert.equal((await srv.get('/api/v1/me/orders', { token: buyer.token })).body.items.length, n0, 'nothing was created');
+    });
+    test('every commerce event type was emitted and validates against its schema', async () => {
+        const types = [
+            'seat_reserve_requested', 'seat_release_requested', 'access_grant_requested', 'order_updated', 'order_completed',
+            'order_failed', 'payment_captured', 'payment_refunded', 'invoice_issued', 'saga_needs_attention',
+        ].map((t) => `pl.commerce.${t}.v1`);
+        const log = await readLog(srv.dataDir, (evs) => types.every((t) => evs.some((e) => e.type === t)), { pattern: 'pl.commerce.*' });
+        const schemas = loadSchemas();
+        for (const e of log) {
+            assertValidEvent(schemas, e);
+            assert.equal(e.source, '/pulse/commerce');
+        }
+        assert.equal(new Set(log.map((e) => e.id)).size, log.length, 'event ids are unique');
+    });
+
+    test('the server stops cleanly: exit 0, no sanitizer report, no 5xx answered', async () => {
+        await srv.stopClean();
     });
 });
 
