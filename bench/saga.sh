@@ -14,6 +14,7 @@ B=${B:-build}
 DOCS=${BENCH_DOCS:-docs/BENCHMARKS.md}
 [[ -x $B/pulse ]] || { echo "bench: $B/pulse is missing; run: make B=$B bench-saga" >&2; exit 1; }
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/pulse-saga.XXXXXX")
+chmod 755 "$WORK" # the engines run as the postgres user, which must enter it
 ENG=$WORK/eng
 cleanup() {
     [[ -f $ENG/engines.env ]] && bash scripts/engines.sh stop "$ENG" >/dev/null 2>&1 || true

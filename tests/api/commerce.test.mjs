@@ -461,7 +461,10 @@ describe('commerce: a crash at any saga step resumes from the persisted state', 
                 const r = await Promise.race([srv.exited, sleep(20000).then(() => null)]);
                 assert.ok(r, `the process exits at ${points[i]}`);
                 assert.equal(r.code, 137, `exit status at ${points[i]}: ${JSON.stringify(r)}`);
-                assert.ok(srv.stderr.includes(`"point":"${points[i]}"`), `it was ${points[i]} that stopped it`);
+                assert.ok(
+                    srv.logLines().some((l) => l.msg === 'PULSE_TEST_CRASH_AT: exiting' && l.point === points[i]),
+                    `it was ${points[i]} that stopped it`,
+                );
                 srv = await boot(dir, points[i + 1]);
             }
             const admin = shop.admin; // sessions live in the store: the token outlives the process

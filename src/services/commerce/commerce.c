@@ -30,7 +30,9 @@ static const config_key commerce_keys[] = {
      "delay before retrying a failed payment call; doubles per attempt"},
     {"service.commerce", "tax_rate_bp", CFG_INT, "0", 0, 10000,
      "tax added to course prices, in basis points (2000 = 20 %); rounded half up per invoice line"},
-    {"service.commerce", "executor_batch", CFG_INT, "64", 1, 10000, "due sagas the executor picks per round"},
+    {"service.commerce", "executor_batch", CFG_INT, "64", 1, 10000, "due sagas an executor thread picks per round"},
+    {"service.commerce", "executor_threads", CFG_INT, "4", 1, 16,
+     "saga executor threads (1, 2, 4, 8 or 16), so that slow payment calls overlap; each owns a share of the orders"},
     {"service.commerce", "executor_poll", CFG_DURATION, "100ms", 1, 60000,
      "how often the saga executor looks for due sagas when nothing woke it"},
     {"service.commerce", "payment_provider", CFG_STRING, "simulator", 0, 0,
@@ -74,8 +76,8 @@ static void crash_after_commit(void *ud)
 void commerce_poke(commerce *c)
 {
     pthread_mutex_lock(&c->lock);
-    c->poke = true;
-    pthread_cond_signal(&c->wake);
+    c->poke_gen++;
+    pthread_cond_broadcast(&c->wake);
     pthread_mutex_unlock(&c->lock);
 }
 
@@ -303,10 +305,11 @@ int commerce_saga_apply(commerce *c, sql_tx *tx, saga_row *s, saga_event ev, con
     s->ver++;
     s->reserved = reserved;
     s->captured = captured;
-    if (saga_is_active(next) && next_at <= now_ms)
-        sql_after_commit(tx, poke_after_commit, c);
+    /* the crash point first: a poke would let the executor run the next step before the exit */
     if (c->crash_at)
         sql_after_commit(tx, crash_after_commit, (void *)after_points[next]);
+    if (saga_is_active(next) && next_at <= now_ms)
+        sql_after_commit(tx, poke_after_commit, c);
     return 0;
 }
 
@@ -474,6 +477,11 @@ static int commerce_start(service_ctx *ctx, pl_error *err)
     c->tax_rate_bp = (int)config_int(ctx->cfg, sec, "tax_rate_bp");
     c->executor_batch = (int)config_int(ctx->cfg, sec, "executor_batch");
     c->executor_poll_ms = config_int(ctx->cfg, sec, "executor_poll");
+    c->executor_threads = (int)config_int(ctx->cfg, sec, "executor_threads");
+    if (16 % c->executor_threads != 0) {
+        free(c);
+        return err_set(err, PL_ECONFIG, "executor_threads", "service.commerce.executor_threads must be 1, 2, 4, 8 or 16");
+    }
     const char *crash = getenv("PULSE_TEST_CRASH_AT");
     c->crash_at = crash && *crash ? crash : NULL;
     crash_owner = c;

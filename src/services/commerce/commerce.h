@@ -25,11 +25,13 @@ typedef struct commerce {
     void *pay_self;
     const char *crash_at;     /* PULSE_TEST_CRASH_AT, or NULL */
 
-    pthread_t executor;
-    bool executor_running;
+    int executor_threads;     /* 1, 2, 4, 8 or 16: each owns the orders whose id ends in its hex digits */
+    pthread_t executor[16];
+    int executor_running;     /* threads started */
     pthread_mutex_t lock;
     pthread_cond_t wake;
-    bool stopping, poke;
+    bool stopping;
+    uint64_t poke_gen;        /* bumped by every poke; each executor thread remembers the last it saw */
 
     atomic_llong captures, refunds, transitions, provider_failures;
 } commerce;

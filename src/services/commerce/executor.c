@@ -1,7 +1,9 @@
 /*
- * executor.c - the saga executor: one thread per commerce instance that
- * picks due sagas from commerce_sagas (state + next_at_ms, indexed) and
- * drives them:
+ * executor.c - the saga executor: executor_threads threads per commerce
+ * instance, each owning the orders whose id ends in its share of the hex
+ * digits (so slow payment calls overlap and no two threads of one process
+ * drive the same saga), that pick due sagas from commerce_sagas (state +
+ * next_at_ms, indexed) and drive them:
  *
  *  - active steps (capturing_payment, refunding_payment, refunding_order): it
  *    calls the payment provider OUTSIDE any transaction (a consumer's
@@ -39,7 +41,12 @@ typedef struct due_list {
     int n, cap;
 } due_list;
 
-static int pick_due(commerce *c, due_list *out, pl_error *err)
+typedef struct worker {
+    commerce *c;
+    char digits[80]; /* SQL list of the last hex digits this thread owns: '0', '4', ... */
+} worker;
+
+static int pick_due(commerce *c, const worker *w, due_list *out, pl_error *err)
 {
     out->n = 0;
     sql_tx *tx = NULL;
@@ -47,13 +54,15 @@ static int pick_due(commerce *c, due_list *out, pl_error *err)
     int rc = sql_begin(c->ctx->sql, SQL_TX_READ, &tx, err);
     if (rc)
         return rc;
-    rc = sql_query(tx,
-                   "SELECT s.order_id, s.state, s.ver, o.amount_cents, o.currency FROM commerce_sagas s"
-                   " JOIN commerce_orders o ON o.id = s.order_id"
-                   " WHERE s.state IN ('reserving_seat', 'capturing_payment', 'granting_access', 'refunding_payment',"
-                   " 'releasing_seat', 'refunding_order') AND s.next_at_ms <= $1"
-                   " ORDER BY s.next_at_ms LIMIT $2",
-                   SQL_ARGS(SQL_INT(time_now_ms()), SQL_INT(out->cap)), &r, err);
+    char q[768];
+    snprintf(q, sizeof q,
+             "SELECT s.order_id, s.state, s.ver, o.amount_cents, o.currency FROM commerce_sagas s"
+             " JOIN commerce_orders o ON o.id = s.order_id"
+             " WHERE s.state IN ('reserving_seat', 'capturing_payment', 'granting_access', 'refunding_payment',"
+             " 'releasing_seat', 'refunding_order') AND s.next_at_ms <= $1%s%s%s"
+             " ORDER BY s.next_at_ms LIMIT $2",
+             w->digits[0] ? " AND substr(s.order_id, 36, 1) IN (" : "", w->digits, w->digits[0] ? ")" : "");
+    rc = sql_query(tx, q, SQL_ARGS(SQL_INT(time_now_ms()), SQL_INT(out->cap)), &r, err);
     if (rc) {
         sql_rollback(tx);
         return rc;
@@ -141,7 +150,8 @@ static void run_one(commerce *c, const due *d)
 
 static void *executor_main(void *arg)
 {
-    commerce *c = arg;
+    worker *w = arg;
+    commerce *c = w->c;
     due_list list = {.cap = c->executor_batch};
     list.v = calloc((size_t)list.cap, sizeof *list.v);
     if (!list.v)
@@ -149,12 +159,12 @@ static void *executor_main(void *arg)
     for (;;) {
         pthread_mutex_lock(&c->lock);
         bool stop = c->stopping;
-        c->poke = false;
+        uint64_t seen = c->poke_gen;
         pthread_mutex_unlock(&c->lock);
         if (stop)
             break;
         pl_error err = {0};
-        int rc = pick_due(c, &list, &err);
+        int rc = pick_due(c, w, &list, &err);
         if (rc)
             log_with(LOG_WARN, "saga executor: cannot read due sagas", LF_STR("error", err.msg));
         for (int i = 0; !rc && i < list.n; i++)
@@ -162,27 +172,42 @@ static void *executor_main(void *arg)
         if (!rc && list.n == list.cap)
             continue; /* more may be due */
         pthread_mutex_lock(&c->lock);
-        if (!c->stopping && !c->poke) {
+        if (!c->stopping && c->poke_gen == seen) {
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
             int64_t ns = ts.tv_nsec + (c->executor_poll_ms % 1000) * 1000000LL;
             ts.tv_sec += (time_t)(c->executor_poll_ms / 1000 + ns / 1000000000LL);
             ts.tv_nsec = (long)(ns % 1000000000LL);
-            while (!c->stopping && !c->poke && pthread_cond_timedwait(&c->wake, &c->lock, &ts) != ETIMEDOUT) {
+            while (!c->stopping && c->poke_gen == seen && pthread_cond_timedwait(&c->wake, &c->lock, &ts) != ETIMEDOUT) {
             }
         }
         pthread_mutex_unlock(&c->lock);
     }
     free(list.v);
+    free(w);
     return NULL;
 }
 
 int commerce_executor_start(commerce *c, pl_error *err)
 {
     c->stopping = false;
-    if (pthread_create(&c->executor, NULL, executor_main, c) != 0)
-        return err_set(err, PL_EINTERNAL, NULL, "cannot start the saga executor thread");
-    c->executor_running = true;
+    int n = c->executor_threads;
+    for (int k = 0; k < n; k++) {
+        worker *w = calloc(1, sizeof *w);
+        if (!w)
+            abort();
+        w->c = c;
+        size_t len = 0;
+        for (int d = 0; n > 1 && d < 16; d++)
+            if (d % n == k)
+                len += (size_t)snprintf(w->digits + len, sizeof w->digits - len, "%s'%x'", len ? ", " : "", d);
+        if (pthread_create(&c->executor[k], NULL, executor_main, w) != 0) {
+            free(w);
+            commerce_executor_stop(c);
+            return err_set(err, PL_EINTERNAL, NULL, "cannot start the saga executor threads");
+        }
+        c->executor_running = k + 1;
+    }
     return 0;
 }
 
@@ -192,8 +217,9 @@ void commerce_executor_stop(commerce *c)
         return;
     pthread_mutex_lock(&c->lock);
     c->stopping = true;
-    pthread_cond_signal(&c->wake);
+    pthread_cond_broadcast(&c->wake);
     pthread_mutex_unlock(&c->lock);
-    pthread_join(c->executor, NULL);
-    c->executor_running = false;
+    for (int k = 0; k < c->executor_running; k++)
+        pthread_join(c->executor[k], NULL);
+    c->executor_running = 0;
 }
