@@ -220,6 +220,17 @@ describe('commerce: purchases through the saga', () => {
         assert.equal(mine.body.items.length, 1, 'one order for one key');
     });
 
+    test('concurrent purchases of one course by one buyer with different keys: one order, the others 409', async () => {
+        const course = await shop.course({ price: 2700 });
+        const buyer = await srv.session();
+        await until(async () => (await shop.purchaseRaw(course.id, shop.admin)).status !== 404, 'catalog');
+        const rs = await Promise.all(Array.from({ length: 6 }, () => shop.purchaseRaw(course.id, buyer.token)));
+        const ok = rs.filter((r) => r.status === 202);
+        assert.equal(ok.length, 1, rs.map((r) => r.status).join(','));
+        for (const r of rs.filter((x) => x.status !== 202)) assertError(r, 409, 'conflict');
+        await shop.assertPaidOnce(await shop.settled(ok[0].body.id));
+    });
+
     test('a declined card: failed, nothing charged, the seat released', async () => {
         const course = await shop.course({ price: 4901, capacity: 1 });
         const buyer = await srv.session();

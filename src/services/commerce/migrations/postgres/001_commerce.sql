@@ -39,6 +39,9 @@ CREATE TABLE commerce_orders (
     UNIQUE (buyer_id, idem_key)
 );
 CREATE INDEX commerce_orders_buyer ON commerce_orders (buyer_id, created_at);
+-- at most one live order per buyer and course (concurrent purchases with different keys)
+CREATE UNIQUE INDEX commerce_orders_one_live ON commerce_orders (buyer_id, course_id)
+    WHERE state IN ('pending', 'compensating', 'completed', 'needs_attention', 'refunding');
 
 -- one row per order: the saga's state machine
 CREATE TABLE commerce_sagas (
