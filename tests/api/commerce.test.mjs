@@ -441,6 +441,60 @@ describe('commerce: purchases through the saga', () => {
     });
 });
 
+// ---- deadlines: courses does not answer (not hosted) -> commands resent, compensation, parking, resume ----------
+
+describe('commerce: step deadlines', () => {
+    test('no reply from courses: the reservation is resent, then released; the unanswered release parks the saga; resumed with courses back, it fails cleanly', async () => {
+        const dir = await makeTempDir();
+        const env = { ...FAST, PULSE_SERVICE_COMMERCE_STEP_TIMEOUT: '300ms', PULSE_SERVICE_COMMERCE_MAX_ATTEMPTS: '2', PULSE_BUS_LEASE: '1s' };
+        let srv = await startServer({ dataDir: dir, args: ARGS, env });
+        try {
+            let shop = await new Shop(srv).init();
+            // two seats: the admin's catalog probe below buys one (a release after a rejection is not covered here)
+            const course = await shop.course({ price: 2200, capacity: 2 });
+            const buyer = await srv.session();
+            await until(async () => (await shop.purchaseRaw(course.id, shop.admin)).status !== 404, 'catalog');
+            await srv.stopClean();
+            // commerce alone: its commands go unanswered
+            srv = await startServer({ dataDir: dir, args: ['--services', 'identity,commerce'], env });
+            const admin = shop.admin;
+            shop = new Shop(srv);
+            shop.admin = admin;
+            const o = await shop.settled((await shop.purchase(course.id, buyer.token)).id);
+            assert.equal(o.state, 'needs_attention', JSON.stringify(o));
+            assert.equal(o.reason, 'seat_reservation_timeout');
+            assert.deepEqual(
+                o.history.map((h) => `${h.step}:${h.outcome}`),
+                ['order:created', 'reserving_seat:timed_out_retrying', 'reserving_seat:timed_out', 'releasing_seat:timed_out_retrying', 'releasing_seat:timed_out'],
+            );
+            assert.equal((await shop.ledger(o.id)).charges.length, 0, 'nothing is charged before a seat is held');
+            const parked = await srv.get('/api/v1/admin/sagas?state=needs_attention', { token: admin });
+            assert.equal(parked.body.items.find((x) => x.order_id === o.id)?.parked_step, 'releasing_seat');
+            await srv.stopClean();
+            // courses is back: it works through the queued commands; the admin resumes the release
+            srv = await startServer({ dataDir: dir, args: ARGS, env: { ...env, PULSE_SERVICE_COMMERCE_STEP_TIMEOUT: '10s' } });
+            shop = new Shop(srv);
+            shop.admin = admin;
+            const r = await srv.post(`/api/v1/admin/sagas/${o.id}/retry`, undefined, { token: admin });
+            assert.equal(r.status, 202, r.text);
+            const done = await until(async () => {
+                const x = await shop.order(o.id);
+                return ['failed', 'completed'].includes(x.state) ? x : null;
+            }, 'the resumed release').catch(async (e) => {
+                e.message += JSON.stringify(await shop.order(o.id)) + srv.stderr.split('\n').filter((l) => !l.includes('"info"')).join('\n');
+                throw e;
+            });
+            await shop.assertCompensated(done);
+            assert.equal(await shop.seatsLeft(course.id), 1, 'the seat reserved late was released (the other is the probe\'s)');
+            assertError(await srv.post(`/api/v1/admin/sagas/${o.id}/retry`, undefined, { token: admin }), 409, 'conflict');
+            await srv.stopClean();
+        } finally {
+            await srv.cleanup();
+            await removeTempDir(dir);
+        }
+    });
+});
+
 // ---- crashes: the process exits (status 137, like kill -9) at a saga step; the restart resumes ----------
 
 describe('commerce: a crash at any saga step resumes from the persisted state', () => {
