@@ -363,6 +363,16 @@ int courses_get(http_req *req, http_res *res)
             sql_rows_close(r);
         }
         json_object_set_new(j, "lesson_count", json_integer(n));
+        /* the teacher's name, from the read model of identity's events (null until it arrives) */
+        json_t *t = json_null();
+        if (rc >= 0 && !(rc = sql_query(tx, "SELECT username, display_name FROM course_users WHERE user_id = $1",
+                                        SQL_ARGS(SQL_TEXT(c.teacher_id)), &r, &err))) {
+            if ((rc = sql_next(r, &err)) == 1)
+                t = json_pack("{s:s, s:s, s:s}", "id", c.teacher_id, "username", sql_text(r, 0), "display_name",
+                              sql_text(r, 1));
+            sql_rows_close(r);
+        }
+        json_object_set_new(j, "teacher", t);
         if (rc >= 0 && p) {
             char eid[40] = "";
             rc = courses_enrollment(tx, c.id, p->user_id, eid, &err);

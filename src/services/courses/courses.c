@@ -93,9 +93,10 @@ json_t *course_event_data(const course *c)
 
 json_t *course_json(const course *c)
 {
-    json_t *j = course_event_data(c);
-    json_object_set(j, "id", json_object_get(j, "course_id"));
-    json_object_del(j, "course_id");
+    json_t *d = course_event_data(c), *j = json_pack("{s:s}", "id", c->id);
+    json_object_del(d, "course_id");
+    json_object_update(j, d);
+    json_decref(d);
     json_object_set_new(j, "seats_left",
                         c->has_capacity ? json_integer(c->capacity > c->seats_used ? c->capacity - c->seats_used : 0)
                                         : json_null());
@@ -126,9 +127,7 @@ int courses_principal(http_req *req, const principal **out)
 
 int courses_error(http_res *res, int status, const char *code, const char *message, json_t *fields)
 {
-    json_t *e = json_pack("{s:s, s:s}", "code", code, "message", message);
-    if (fields)
-        json_object_set_new(e, "fields", fields);
+    json_t *e = json_pack("{s:s, s:s, s:o}", "code", code, "message", message, "fields", fields ? fields : json_object());
     http_json(res, status, json_pack("{s:o}", "error", e));
     return 0;
 }
@@ -138,22 +137,15 @@ int courses_store_fail(http_req *req, int rc, const pl_error *err)
     return http_fail(req, rc, NULL, "%s", err->msg[0] ? err->msg : err_message(rc));
 }
 
+static void read_text40(void *ud, sql_rows *r) { snprintf(ud, 40, "%s", sql_text(r, 0)); }
+
 int courses_enrollment(sql_tx *tx, const char *course_id, const char *user_id, char out[40], pl_error *err)
 {
     char id[40] = "";
     int rc = sql_one(tx, "SELECT id FROM enrollments WHERE course_id = $1 AND user_id = $2",
-                     SQL_ARGS(SQL_TEXT(course_id), SQL_TEXT(user_id)), NULL, NULL, err);
-    if (rc == 1 && out) {
-        /* a second read for the id keeps the common (existence) path row-callback free */
-        sql_rows *r;
-        if ((rc = sql_query(tx, "SELECT id FROM enrollments WHERE course_id = $1 AND user_id = $2",
-                            SQL_ARGS(SQL_TEXT(course_id), SQL_TEXT(user_id)), &r, err)))
-            return rc;
-        if ((rc = sql_next(r, err)) == 1)
-            snprintf(id, sizeof id, "%s", sql_text(r, 0));
-        sql_rows_close(r);
+                     SQL_ARGS(SQL_TEXT(course_id), SQL_TEXT(user_id)), read_text40, id, err);
+    if (out)
         snprintf(out, 40, "%s", id);
-    }
     return rc;
 }
 
@@ -256,8 +248,6 @@ static int users_reset(void *ctx, sql_tx *tx, pl_error *err)
     (void)ctx;
     return sql_exec(tx, "DELETE FROM course_users", SQL_NOARGS, NULL, err);
 }
-
-static void read_text40(void *ud, sql_rows *r) { snprintf(ud, 40, "%s", sql_text(r, 0)); }
 
 /* Demo data belongs to identity's demo teacher, whose id courses learns
  * only from identity's events: when the teacher is already known the

@@ -38,13 +38,15 @@ static int begin_course(http_req *req, int flags, sql_tx **tx, course *c)
     return rc < 0 ? courses_store_fail(req, rc, &err) : http_fail(req, PL_ENOTFOUND, NULL, "no such course");
 }
 
+/* count(*) of a query over one or two text arguments (b may be NULL); 0 when *rc is already set. */
 static int64_t count1(sql_tx *tx, const char *sql, const char *a, const char *b, int *rc, pl_error *err)
 {
     sql_rows *r;
     int64_t n = 0;
     if (*rc)
         return 0;
-    if ((*rc = sql_query(tx, sql, SQL_ARGS(SQL_TEXT(a), SQL_TEXT(b)), &r, err)))
+    const sql_arg args[2] = {SQL_TEXT(a), SQL_TEXT_OR_NULL(b)};
+    if ((*rc = sql_query(tx, sql, args, b ? 2 : 1, &r, err)))
         return 0;
     if ((*rc = sql_next(r, err)) == 1)
         n = sql_int(r, 0);
@@ -153,7 +155,7 @@ int lessons_complete(http_req *req, http_res *res)
                       SQL_ARGS(SQL_TEXT(lid), SQL_TEXT(uid), SQL_TEXT(c.id), SQL_TEXT(now)), &added, &err);
     int64_t done = count1(tx, "SELECT count(*) FROM lesson_completions WHERE course_id = $1 AND user_id = $2", c.id,
                           uid, &rc, &err);
-    int64_t total = count1(tx, "SELECT count(*) FROM lessons WHERE course_id = $1 AND id <> $2", c.id, "", &rc, &err);
+    int64_t total = count1(tx, "SELECT count(*) FROM lessons WHERE course_id = $1", c.id, NULL, &rc, &err);
     if (!rc && added)
         rc = outbox_emit(tx, "courses", "pl.courses.lesson_completed.v1", c.id, uid,
                          json_pack("{s:s, s:s, s:s, s:I, s:I, s:s}", "course_id", c.id, "lesson_id", lid, "user_id",
@@ -424,6 +426,7 @@ int quizzes_get(http_req *req, http_res *res)
     if ((rc = find_quiz(req, tx, &c, &q)) != 1)
         return rc;
     pl_error err = {0};
+    rc = 0;
     int used = (int)count1(tx, "SELECT count(*) FROM quiz_submissions WHERE quiz_id = $1 AND user_id = $2", q.id,
                            req->principal->user_id, &rc, &err);
     sql_rollback(tx);
@@ -491,6 +494,7 @@ int quizzes_submit(http_req *req, http_res *res)
         return body_fail(req, &v, body);
     }
     json_decref(fields);
+    rc = 0;
     int used = (int)count1(tx, "SELECT count(*) FROM quiz_submissions WHERE quiz_id = $1 AND user_id = $2", q.id, uid,
                            &rc, &err);
     if (!rc && used >= q.max_attempts) {

@@ -163,6 +163,7 @@ static int release(sql_tx *tx, const char *order_id, const char *course_id, cons
         rc = reservation_insert(tx, order_id, course_id, user_id, "released", "tombstone", false, err);
         return rc ? rc : reply(tx, "seat_released", order_id, course_id, user_id, NULL, NULL, err);
     }
+    rc = 0;
     if (strcmp(v.state, "granted") == 0) {
         /* compensation after the grant: the purchase's enrollment goes, with its seat */
         rc = sql_exec(tx, "DELETE FROM lesson_completions WHERE course_id = $1 AND user_id = $2",
