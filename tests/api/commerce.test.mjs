@@ -453,7 +453,8 @@ describe('commerce: step deadlines', () => {
             // two seats: the admin's catalog probe below buys one (a release after a rejection is not covered here)
             const course = await shop.course({ price: 2200, capacity: 2 });
             const buyer = await srv.session();
-            await until(async () => (await shop.purchaseRaw(course.id, shop.admin)).status !== 404, 'catalog');
+            const probe = await shop.purchase(course.id, shop.admin);
+            assert.equal((await shop.settled(probe.id)).state, 'completed', 'the probe holds one seat');
             await srv.stopClean();
             // commerce alone: its commands go unanswered
             srv = await startServer({ dataDir: dir, args: ['--services', 'identity,commerce'], env });
