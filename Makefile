@@ -245,3 +245,10 @@ bench: bench-fanout bench-timeline
 bench-fanout bench-timeline: setup
 	@$(MAKE) --no-print-directory -j$(JOBS) $(B)/pulse $(B)/bench/kv_bench $(B)/bench/hello
 	B=$(B) bash bench/timeline.sh $(if $(filter bench-fanout,$@),fanout,read)
+# ---- purchase saga benchmark (bench/saga.sh): purchases/s and completion latency through commerce + courses,
+# embedded and on PostgreSQL + NATS, next to the raw engines' commit rates; appends to docs/BENCHMARKS.md.
+.PHONY: bench-saga
+bench: bench-saga
+bench-saga: setup
+	@$(MAKE) --no-print-directory -j$(JOBS) $(B)/pulse
+	B=$(B) bash bench/saga.sh

@@ -343,6 +343,9 @@ static void collect(void *ud, metrics_buf *b)
     metrics_printf(b, "# HELP pulse_cache_hit_ratio Share of cache reads answered by L1 or L2.\n"
                       "# TYPE pulse_cache_hit_ratio gauge\n");
     cache_for_each(collect_cache_ratio, b);
+    for (size_t i = 0; i < h->n; i++)
+        if (h->started[i] && h->ctx[i].def->metrics)
+            h->ctx[i].def->metrics(&h->ctx[i], b);
     int64_t dead = 0;
     if (!bus_dead_count(h->bus, &dead, NULL))
         metrics_printf(b, "# HELP pulse_dlq_size Dead-lettered events waiting in the parking lot.\n"

@@ -12,6 +12,7 @@ extern const service_def notify_service;
 extern const service_def messaging_service;
 extern const service_def realtime_service;
 extern const service_def courses_service;
+extern const service_def commerce_service;
 extern const service_def achievements_service;
 extern const service_def doctest_service;
 extern const service_def testkit_service;
@@ -25,6 +26,7 @@ const service_def *const service_registry[] = {
     &messaging_service,
     &realtime_service,
     &courses_service,
+    &commerce_service,
     &achievements_service,
     &doctest_service,
     &testkit_service,

@@ -25,6 +25,7 @@
 #include <stddef.h>
 
 typedef struct service_ctx service_ctx;
+struct metrics_buf; /* http/metrics.h */
 
 enum { SERVICE_USES_SQL = 1u << 0, SERVICE_USES_KV = 1u << 1, SERVICE_USES_DOC = 1u << 2 };
 
@@ -59,6 +60,9 @@ typedef struct service_def {
         int (*run)(service_ctx *ctx, int argc, char **argv);
     } *commands;
     size_t ncommands;
+    /* Appends the service's own metric families to /metrics (may be NULL).
+     * Runs on the scraping request's thread; must not block for long. */
+    void (*metrics)(service_ctx *ctx, struct metrics_buf *b);
 } service_def;
 
 struct service_ctx {
