@@ -7,6 +7,8 @@
  *        emits `count` events (data.seq = 0..count-1) in one transaction
  *   GET  /api/v1/testkit/effects   every application of an event, in order
  *   GET  /api/v1/testkit/tally     the "tally" projection
+ *   POST /api/v1/testkit/sessions  mint bearer tokens without argon2 (bench.c)
+ *   POST /api/v1/testkit/pushes    pl.testkit.push.v1 events, one transaction each (bench.c)
  *
  * The "effects" consumer applies pl.testkit.* events: data.fail_times = N
  * makes the first N deliveries fail; data.poison = true makes every delivery
@@ -17,6 +19,7 @@
 #include "core/json.h"
 #include "core/timeutil.h"
 #include "services/service.h"
+#include "services/testkit/bench.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -190,6 +193,7 @@ static int testkit_start(service_ctx *ctx, pl_error *err)
 static void testkit_stop(service_ctx *ctx)
 {
     testkit *t = ctx->state;
+    testkit_bench_stop();
     if (t)
         pthread_mutex_destroy(&t->lock);
     free(t);
@@ -200,6 +204,8 @@ static const http_route testkit_routes[] = {
     {"POST", "/api/v1/testkit/events", emit, 0, "test fixture: emit events through the outbox"},
     {"GET", "/api/v1/testkit/effects", effects, 0, "test fixture: applications of events"},
     {"GET", "/api/v1/testkit/tally", tally, 0, "test fixture: the tally projection"},
+    {"POST", "/api/v1/testkit/sessions", testkit_mint_sessions, 0, "test fixture: mint sessions (benchmarks)"},
+    {"POST", "/api/v1/testkit/pushes", testkit_pushes, 0, "test fixture: pl.testkit.push.v1, one transaction each"},
 };
 
 static const char *const testkit_types[] = {"pl.testkit.*", NULL};
