@@ -225,3 +225,16 @@ $(B)/bench/nats_bench: bench/nats_bench.c $(REL_OBJ)
 test-faults: $(B)/asan/pulse
 	cd tests/api && PULSE_TEST_PROFILE=distributed PULSE_TEST_FAULTS=1 PULSE_TEST_BIN=$(abspath $(B))/asan/pulse \
 	    node --test faults.test.mjs
+
+# ---- WebSocket fan-out (bench/ws.sh): 50,000 sessions on several gateway processes, 2,000 events/s from the
+# outbox to the client sockets, latency, memory and CPU per session; writes its section of docs/BENCHMARKS.md.
+# bench-ws-sanity: 100 sessions, 10 s, fails unless every delivery arrived exactly once. Part of `make bench`.
+.PHONY: bench-ws bench-ws-sanity
+bench: bench-ws
+bench-ws bench-ws-sanity: setup
+	@$(MAKE) --no-print-directory -j$(JOBS) $(B)/pulse $(B)/bench/ws_load
+	B=$(B) bash bench/ws.sh $(if $(filter bench-ws-sanity,$@),sanity,full)
+
+$(B)/bench/ws_load: bench/ws_load.c
+	@mkdir -p $(@D)
+	$(CC) $(REL_CFLAGS) -o $@ $<

@@ -12,15 +12,20 @@
  *        WebSocket session needs. With the embedded kv this works only in the
  *        process that owns identity's kv file; use Redis for several processes.
  *
- *   POST /api/v1/testkit/pushes  {"pushes":[{"user_ids":[...1..1000], "payload"?:{}}, ...1..500]}
- *        emits one pl.testkit.push.v1 per item, EACH IN ITS OWN TRANSACTION (as
- *        one API write per event would): BEGIN; sent_at_ns = CLOCK_REALTIME;
- *        outbox insert; COMMIT. sent_at_ns is taken inside the transaction right
- *        before the insert and the commit, so a latency measured from it
- *        includes the commit itself. 201 {"committed", "commit_us_sum",
- *        "commit_us_max"} (the time from sent_at_ns to the end of COMMIT).
- *        Stops at the first failure (earlier items stay committed) and answers
- *        the error with fields.committed = how many were.
+ *   POST /api/v1/testkit/pushes  {"pushes":[{"user_ids":[...1..1000], "payload"?:{}}, ...1..500],
+ *                                 "transaction"?: "each" | "one"}
+ *        emits one pl.testkit.push.v1 per item. "each" (the default): every
+ *        item in its own transaction, as one API write per event would: BEGIN;
+ *        sent_at_ns = CLOCK_REALTIME; outbox insert; COMMIT. "one": all items
+ *        in one transaction (a group commit): BEGIN; sent_at_ns; every insert;
+ *        COMMIT, the same sent_at_ns in every item. Either way sent_at_ns is
+ *        taken inside the transaction right before its inserts and its commit,
+ *        so a latency measured from it includes the commit itself.
+ *        201 {"committed", "commit_us_sum", "commit_us_max"} (per event: the
+ *        time from its sent_at_ns to the end of its COMMIT). With "each", stops
+ *        at the first failure (earlier items stay committed) and answers the
+ *        error with fields.committed saying how many were; with "one", nothing
+ *        is committed on a failure.
  */
 #include "services/testkit/bench.h"
 #include "bus/outbox.h"
@@ -168,6 +173,36 @@ static bool push_valid(jv *v, size_t i, json_t *item)
     return true;
 }
 
+/* Emits items [from, to) of pushes in one transaction; adds each one's
+ * sent_at_ns -> end of COMMIT to *sum_ns / *max_ns. */
+static int emit_pushes(service_ctx *ctx, json_t *pushes, size_t from, size_t to, int64_t *sum_ns, int64_t *max_ns,
+                       pl_error *err)
+{
+    sql_tx *tx;
+    int rc = sql_begin(ctx->sql, SQL_TX_WRITE, &tx, err);
+    if (rc)
+        return rc;
+    int64_t t0 = realtime_ns();
+    for (size_t i = from; i < to && !rc; i++) {
+        json_t *item = json_array_get(pushes, i);
+        json_t *ids = json_object_get(item, "user_ids");
+        json_t *payload = json_object_get(item, "payload");
+        json_t *d = json_pack("{s:O, s:I, s:o}", "user_ids", ids, "sent_at_ns", (json_int_t)t0, "payload",
+                              payload ? json_incref(payload) : json_object());
+        rc = outbox_emit(tx, "testkit", "pl.testkit.push.v1", json_string_value(json_array_get(ids, 0)), NULL, d,
+                         NULL, err);
+        json_decref(d);
+    }
+    rc = rc ? (sql_rollback(tx), rc) : sql_commit(tx, err);
+    if (rc)
+        return rc;
+    int64_t dt = realtime_ns() - t0;
+    *sum_ns += dt * (int64_t)(to - from);
+    if (dt > *max_ns)
+        *max_ns = dt;
+    return 0;
+}
+
 int testkit_pushes(http_req *req, http_res *res)
 {
     service_ctx *ctx = req->ctx;
@@ -177,8 +212,12 @@ int testkit_pushes(http_req *req, http_res *res)
         return rc;
     jv v;
     jv_init(&v, body);
-    static const char *const allowed[] = {"pushes", NULL};
+    static const char *const allowed[] = {"pushes", "transaction", NULL};
     jv_only(&v, allowed);
+    const char *mode = jv_str(&v, "transaction", false, 1, 8);
+    if (mode && strcmp(mode, "each") != 0 && strcmp(mode, "one") != 0)
+        jv_fail(&v, "transaction", "must be \"each\" or \"one\"");
+    bool one = mode && strcmp(mode, "one") == 0;
     json_t *pushes = json_object_get(body, "pushes");
     size_t n = json_array_size(pushes);
     if (!json_is_array(pushes) || n < 1 || n > 500)
@@ -198,26 +237,13 @@ int testkit_pushes(http_req *req, http_res *res)
     pl_error err = {0};
     size_t done = 0;
     int64_t sum_ns = 0, max_ns = 0;
-    for (; done < n && !rc; done++) {
-        json_t *item = json_array_get(pushes, done);
-        json_t *ids = json_object_get(item, "user_ids");
-        json_t *payload = json_object_get(item, "payload");
-        sql_tx *tx;
-        if ((rc = sql_begin(ctx->sql, SQL_TX_WRITE, &tx, &err)))
-            break;
-        int64_t t0 = realtime_ns();
-        json_t *d = json_pack("{s:O, s:I, s:o}", "user_ids", ids, "sent_at_ns", (json_int_t)t0, "payload",
-                              payload ? json_incref(payload) : json_object());
-        rc = outbox_emit(tx, "testkit", "pl.testkit.push.v1", json_string_value(json_array_get(ids, 0)), NULL, d,
-                         NULL, &err);
-        json_decref(d);
-        rc = rc ? (sql_rollback(tx), rc) : sql_commit(tx, &err);
-        if (rc)
-            break;
-        int64_t dt = realtime_ns() - t0;
-        sum_ns += dt;
-        if (dt > max_ns)
-            max_ns = dt;
+    if (one) {
+        if (!(rc = emit_pushes(ctx, pushes, 0, n, &sum_ns, &max_ns, &err)))
+            done = n;
+    } else {
+        for (; done < n; done++)
+            if ((rc = emit_pushes(ctx, pushes, done, done + 1, &sum_ns, &max_ns, &err)))
+                break;
     }
     json_decref(body);
     if (rc) {
