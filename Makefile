@@ -17,7 +17,7 @@ WARN     := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wpo
             -Wformat=2 -Wvla -Wcast-align -Wwrite-strings -Wnull-dereference -Wundef \
             -Wno-unused-parameter -Wno-format-truncation -Werror
 CFLAGS_BASE := -std=gnu11 -g -pthread $(WARN)
-LIBS     := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
+LIBS     := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lwslay -lpthread -lm
 
 REL_CFLAGS  := $(CFLAGS_BASE) -O2 -fno-omit-frame-pointer
 ASAN_CFLAGS := $(CFLAGS_BASE) -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined

@@ -88,6 +88,11 @@ struct http_res {
     char *body;        /* owned: malloc'd, freed by the server */
     size_t body_len;
     http_header *headers; /* arena-allocated */
+    /* Set by ws_upgrade (http/ws.h): the response is a 101 and, once it is
+     * sent, the socket is handed to upgrade(arg, fd, bytes read past the
+     * headers, MHD's upgrade handle); fd < 0 when it never was. */
+    void (*upgrade)(void *arg, int fd, const char *extra, size_t extra_len, void *urh);
+    void *upgrade_arg;
 };
 
 /* Path parameter by name, or NULL. */

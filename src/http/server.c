@@ -15,6 +15,7 @@
 #include "core/timeutil.h"
 #include "core/uuid.h"
 #include "http/auth.h"
+#include "http/ws.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -79,6 +80,7 @@ struct reqctx {
     bool offloaded;  /* suspended while a pool thread runs the rest of the handler */
     bool async_done; /* the pool thread finished: respond on MHD's next call */
     int async_rc;
+    bool upgraded;   /* handed to the WebSocket hub: logged and counted already */
 };
 
 /* ---- request helpers (http.h) -------------------------------------------- */
@@ -251,11 +253,39 @@ static void render_error(reqctx *rc, int code)
     http_json(&rc->res, err_http_status(code), json_pack("{s:o}", "error", err));
 }
 
+static void access_log(reqctx *rc, int status, enum MHD_RequestTerminationCode toe);
+
+/* MHD has sent the 101: the socket goes to the hub. The request is logged and
+ * counted now, and no longer in flight (a WebSocket session does not hold up
+ * a graceful stop; ws_hubs_shutdown closes it). Only this small context stays
+ * with MHD's connection until the socket is closed. */
+static void on_upgraded(void *cls, struct MHD_Connection *conn, void *con_cls, const char *extra, size_t extra_len,
+                        MHD_socket sock, struct MHD_UpgradeResponseHandle *urh)
+{
+    (void)conn, (void)con_cls;
+    reqctx *rc = cls;
+    void (*fn)(void *, int, const char *, size_t, void *) = rc->res.upgrade;
+    void *arg = rc->res.upgrade_arg;
+    rc->res.upgrade = NULL;
+    rc->upgraded = true;
+    access_log(rc, 101, MHD_REQUEST_TERMINATED_COMPLETED_OK);
+    json_decref(rc->req.error_fields);
+    rc->req.error_fields = NULL;
+    free(rc->body);
+    rc->body = NULL;
+    arena_destroy(rc->req.arena);
+    rc->req.arena = NULL;
+    atomic_fetch_sub(&rc->srv->inflight, 1);
+    fn(arg, sock, extra, extra_len, urh);
+}
+
 static enum MHD_Result send_response(reqctx *rc)
 {
     http_res *res = &rc->res;
     struct MHD_Response *r;
-    if (res->body) {
+    if (res->upgrade) {
+        r = MHD_create_response_for_upgrade(on_upgraded, rc);
+    } else if (res->body) {
         r = MHD_create_response_from_buffer(res->body_len, res->body, MHD_RESPMEM_MUST_FREE);
         res->body = NULL;
     } else {
@@ -489,19 +519,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     return dispatch(rc, url);
 }
 
-static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe)
+static void access_log(reqctx *rc, int status, enum MHD_RequestTerminationCode toe)
 {
-    (void)conn;
-    http_server *srv = cls;
-    reqctx *rc = *con_cls;
-    if (!rc)
-        return;
-    *con_cls = NULL;
+    http_server *srv = rc->srv;
     double secs = (double)(time_mono_ns() - rc->start_ns) / 1e9;
-    /* 499: the client went away first; a body cut off after its rejection
-     * counts as the rejection. */
-    int status = rc->responded ? rc->status : rc->rejected ? err_http_status(rc->rejected) : 499;
     metrics_observe(srv->metrics, rc->route_index, status, secs);
+    /* the path is MHD's url, without the query string (access_token stays out) */
     if (srv->o.access_log && !(rc->flags & HTTP_NOLOG)) {
         log_ctx_set(rc->req.request_id, rc->req.trace_id);
         log_with(LOG_INFO, "access", LF_STR("method", rc->req.method), LF_STR("path", rc->req.path),
@@ -510,6 +533,26 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                  LF_INT("completed", toe == MHD_REQUEST_TERMINATED_COMPLETED_OK));
     }
     log_ctx_clear();
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe)
+{
+    (void)conn;
+    http_server *srv = cls;
+    reqctx *rc = *con_cls;
+    if (!rc)
+        return;
+    *con_cls = NULL;
+    if (rc->upgraded) {
+        free(rc);
+        return;
+    }
+    if (rc->res.upgrade) /* the 101 was never sent */
+        rc->res.upgrade(rc->res.upgrade_arg, -1, NULL, 0, NULL);
+    /* 499: the client went away first; a body cut off after its rejection
+     * counts as the rejection. */
+    int status = rc->responded ? rc->status : rc->rejected ? err_http_status(rc->rejected) : 499;
+    access_log(rc, status, toe);
     json_decref(rc->req.error_fields);
     free(rc->res.body);
     free(rc->body);
@@ -652,6 +695,7 @@ int http_server_start(router *r, metrics *m, const http_server_opts *o, http_ser
     if (ss.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
     pool_start(s, o->workers, o->worker_queue);
+    metrics_add_collector(m, ws_metrics_collect, NULL);
     s->d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, s,
                             MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
                             MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
@@ -706,6 +750,8 @@ int http_server_stop(http_server *s, unsigned timeout_ms)
         adopt_backlog(s, lfd);
         close(lfd);
     }
+    /* WebSocket sessions get their 1001 while the process is still whole. */
+    ws_hubs_shutdown(1000);
     /* A request counts as in flight once MHD has parsed its headers, so one
      * already sent on a connection whose thread is busy with another request
      * is not counted yet; the thread reads it moments after finishing the

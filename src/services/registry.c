@@ -7,11 +7,13 @@
 extern const service_def identity_service;
 extern const service_def audit_service;
 extern const service_def testkit_service;
+extern const service_def realtime_service;
 
 const service_def *const service_registry[] = {
     &identity_service,
     &audit_service,
     &testkit_service,
+    &realtime_service,
     NULL,
 };
 

@@ -239,8 +239,24 @@ int identity_logout(http_req *req, http_res *res)
     pl_error err = {0};
     char hash[65];
     sessions_token_hash(req->bearer, hash);
-    int rc = sessions_revoke(id->sessions, hash, req->principal->user_id, &err);
+    /* The event is written in the transaction and the session revoked before
+     * it commits: a failed revocation emits nothing, and a commit that fails
+     * after it leaves open sockets to the realtime gateway's periodic
+     * re-verification (service.realtime.ping_interval). */
+    sql_tx *tx;
+    int rc = sql_begin(id->ctx->sql, SQL_TX_WRITE, &tx, &err);
     if (rc)
+        return store_fail(req, rc, &err);
+    const principal *p = req->principal;
+    if ((rc = outbox_emit(tx, "identity", "pl.identity.session_revoked.v1", p->user_id, NULL,
+                          json_pack("{s:s, s:s, s:s}", "user_id", p->user_id, "session_id", p->session_id, "reason",
+                                    "logout"),
+                          NULL, &err)) ||
+        (rc = sessions_revoke(id->sessions, hash, p->user_id, &err))) {
+        sql_rollback(tx);
+        return store_fail(req, rc, &err);
+    }
+    if ((rc = sql_commit(tx, &err)))
         return store_fail(req, rc, &err);
     http_json(res, 204, NULL);
     return 0;
