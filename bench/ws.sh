@@ -26,6 +26,7 @@
 # Environment: B, WS_SESSIONS (50000), WS_GATEWAYS (ceil(sessions / 14000), at least 2), WS_CLIENTS
 # (ceil(sessions / 12500)), WS_SRC (8 source addresses), WS_RATE (2000), WS_SECONDS (30), WS_MIX
 # (90:1,9:50,1:1000), WS_DRAIN (5), WS_SETTLE (5), WS_INFLIGHT (handshakes in flight per client, 128),
+# WS_GATEWAY_ENV ("VAR=VALUE ..." for the gateway processes, e.g. PULSE_SERVER_HEADER_LIMIT=4KiB),
 # BENCH_DOCS (docs/BENCHMARKS.md), WS_DOCS=0 to print only, WS_KEEP=1 to keep the work directory.
 set -euo pipefail
 
@@ -150,7 +151,8 @@ start_pulse api identity,testkit
 API_PORT=$PORT API_PID=$PID
 GW_PORTS=() GW_PIDS=()
 for ((g = 0; g < GATEWAYS; g++)); do
-    start_pulse "gw$g" realtime PULSE_SERVER_CONNECTION_LIMIT=20000
+    # shellcheck disable=SC2086
+    start_pulse "gw$g" realtime PULSE_SERVER_CONNECTION_LIMIT=20000 ${WS_GATEWAY_ENV:-}
     GW_PORTS+=("$PORT") GW_PIDS+=("$PID")
 done
 log "api :$API_PORT (pid $API_PID); gateways ${GW_PORTS[*]} (pids ${GW_PIDS[*]})"
@@ -242,6 +244,10 @@ DRIVE_RC=0
 "$LOAD" drive --api "127.0.0.1:$API_PORT" --tokens "$WORK/tokens" --connected "${CONNECTED%,}" --rate "$RATE" \
     --seconds "$SECONDS_RUN" --mix "$MIX" --out "$WORK/drive" 2>"$WORK/drive.log" || DRIVE_RC=$?
 [[ -f $WORK/drive ]] || { cat "$WORK/drive.log" >&2; echo "bench: the driver failed" >&2; exit 1; }
+# Where a backlog sits when the driver stops: outbox depth, consumer lag, hub queues (kept in $WORK/metrics-*).
+curl -s "http://127.0.0.1:$API_PORT/metrics" >"$WORK/metrics-api.txt" || true
+for ((g = 0; g < GATEWAYS; g++)); do curl -s "http://127.0.0.1:${GW_PORTS[$g]}/metrics" >"$WORK/metrics-gw$g.txt" || true; done
+grep -hE '^pulse_(outbox|consumer|bus)[a-z_]*(depth|lag|pending)' "$WORK"/metrics-*.txt 2>/dev/null | sed 's/^/[ws-bench] at the end of the drive: /' >&2 || true
 sleep "$DRAIN"
 t1=$EPOCHREALTIME
 for p in "${GW_PIDS[@]}" "$API_PID" "$REDIS_PID" "$NATS_PID"; do T1[$p]=$(ticks "$p"); done
