@@ -16,7 +16,7 @@
 #   - `ws_load drive`: WS_RATE events/s for WS_SECONDS s to POST /api/v1/testkit/pushes, one transaction
 #     per event, 90% to 1 user, 9% to 50, 1% to 1,000 (WS_MIX), recipients drawn from the open sessions;
 #     sent_at_ns is taken in the transaction right before the outbox insert and COMMIT;
-#   - waits WS_DRAIN s, stops the clients (they write latency histograms), merges them (ws_load report).
+#   - waits until the realtime consumers' lag is 0 and the gateways stop sending, stops the clients (they write latency histograms), merges them (ws_load report).
 #
 # Every server listens on loopback and is stopped by PID at exit. `full` (the default) writes the section
 # "WebSocket fan-out, DATE" of docs/BENCHMARKS.md (replaced on the same day); `sanity` is a quick check
@@ -25,7 +25,7 @@
 #
 # Environment: B, WS_SESSIONS (50000), WS_GATEWAYS (ceil(sessions / 14000), at least 2), WS_CLIENTS
 # (ceil(sessions / 12500)), WS_SRC (8 source addresses), WS_RATE (2000), WS_SECONDS (30), WS_MIX
-# (90:1,9:50,1:1000), WS_DRAIN (5), WS_SETTLE (5), WS_INFLIGHT (handshakes in flight per client, 128),
+# (90:1,9:50,1:1000), WS_DRAIN (2) and WS_DRAIN_MAX (120: seconds to wait for the backlog after the drive), WS_SETTLE (5), WS_INFLIGHT (handshakes in flight per client, 128),
 # WS_GATEWAY_ENV ("VAR=VALUE ..." for the gateway processes, e.g. PULSE_SERVER_HEADER_LIMIT=4KiB),
 # BENCH_DOCS (docs/BENCHMARKS.md), WS_DOCS=0 to print only, WS_KEEP=1 to keep the work directory.
 set -euo pipefail
@@ -36,7 +36,7 @@ MODE=${1:-full}
 case $MODE in
     full) ;;
     sanity)
-        : "${WS_SESSIONS:=100}" "${WS_GATEWAYS:=2}" "${WS_RATE:=100}" "${WS_SECONDS:=10}" "${WS_DRAIN:=3}"
+        : "${WS_SESSIONS:=100}" "${WS_GATEWAYS:=2}" "${WS_RATE:=100}" "${WS_SECONDS:=10}" "${WS_DRAIN:=1}"
         : "${WS_SETTLE:=1}" "${WS_SRC:=2}"
         WS_DOCS=0
         ;;
@@ -49,7 +49,8 @@ NSRC=${WS_SRC:-8}
 RATE=${WS_RATE:-2000}
 SECONDS_RUN=${WS_SECONDS:-30}
 MIX=${WS_MIX:-90:1,9:50,1:1000}
-DRAIN=${WS_DRAIN:-5}
+DRAIN=${WS_DRAIN:-2}
+DRAIN_MAX=${WS_DRAIN_MAX:-120}
 SETTLE=${WS_SETTLE:-5}
 INFLIGHT=${WS_INFLIGHT:-128}
 DOCS=${BENCH_DOCS:-docs/BENCHMARKS.md}
@@ -235,20 +236,44 @@ log "server RSS per idle session: $MEM_PER KiB (user space, all gateways); kerne
 
 # ---- drive -----------------------------------------------------------------------------------------
 
+metric_sum() { # NAME: the sum of a metric over the gateways (a label filter may follow the name)
+    local g
+    for ((g = 0; g < GATEWAYS; g++)); do curl -s "http://127.0.0.1:${GW_PORTS[$g]}/metrics" || true; done |
+        awk -v m="$1" 'index($0, m) == 1 { s += $NF } END { printf "%.0f\n", s }'
+}
+HANDLED='pulse_consumer_handled_total{consumer="realtime.deliver"}'
 CONNECTED=$(printf '%s,' "$WORK"/client*.connected)
 log "driving $RATE events/s for $SECONDS_RUN s (mix $MIX) through POST /api/v1/testkit/pushes"
 for p in "${GW_PIDS[@]}" "$API_PID" "$REDIS_PID" "$NATS_PID"; do T0[$p]=$(ticks "$p"); done
 read -r _ u0 n0 s0 i0 w0 q0 sq0 st0 _ </proc/stat
+H0=$(metric_sum "$HANDLED")
 t0=$EPOCHREALTIME
 DRIVE_RC=0
 "$LOAD" drive --api "127.0.0.1:$API_PORT" --tokens "$WORK/tokens" --connected "${CONNECTED%,}" --rate "$RATE" \
-    --seconds "$SECONDS_RUN" --mix "$MIX" --out "$WORK/drive" 2>"$WORK/drive.log" || DRIVE_RC=$?
+    --seconds "$SECONDS_RUN" --mix "$MIX" --conns 8 --batch 200 --out "$WORK/drive" 2>"$WORK/drive.log" || DRIVE_RC=$?
 [[ -f $WORK/drive ]] || { cat "$WORK/drive.log" >&2; echo "bench: the driver failed" >&2; exit 1; }
+H1=$(metric_sum "$HANDLED")
+DRIVE_S=$(calc "${EPOCHREALTIME/./} / 1e6 - ${t0/./} / 1e6" 2)
+CONSUMER_RATE=$(calc "($H1 - $H0) / $DRIVE_S" 0)
 # Where a backlog sits when the driver stops: outbox depth, consumer lag, hub queues (kept in $WORK/metrics-*).
 curl -s "http://127.0.0.1:$API_PORT/metrics" >"$WORK/metrics-api.txt" || true
 for ((g = 0; g < GATEWAYS; g++)); do curl -s "http://127.0.0.1:${GW_PORTS[$g]}/metrics" >"$WORK/metrics-gw$g.txt" || true; done
 grep -hE '^pulse_(outbox|consumer|bus)[a-z_]*(depth|lag|pending)' "$WORK"/metrics-*.txt 2>/dev/null | sed 's/^/[ws-bench] at the end of the drive: /' >&2 || true
+# Drain: until the realtime consumers have no lag and the gateways' frame counters stand still for a second
+# (at least WS_DRAIN s, at most WS_DRAIN_MAX s). What has not arrived by then counts as not received.
+DRAIN_T0=$EPOCHREALTIME
 sleep "$DRAIN"
+prev=-1 still=0
+for ((i = 0; i < DRAIN_MAX * 2; i++)); do
+    lag=$(metric_sum 'pulse_consumer_lag_events{consumer="realtime.deliver"}')
+    sent=$(metric_sum pulse_ws_frames_sent_total)
+    if [[ $lag == 0 && $sent == "$prev" ]]; then still=$((still + 1)); else still=0; fi
+    ((still >= 2)) && break
+    prev=$sent
+    sleep 0.5
+done
+DRAIN_S=$(calc "${EPOCHREALTIME/./} / 1e6 - ${DRAIN_T0/./} / 1e6" 1)
+log "drained in $DRAIN_S s (realtime consumer lag ${lag:-?})"
 t1=$EPOCHREALTIME
 for p in "${GW_PIDS[@]}" "$API_PID" "$REDIS_PID" "$NATS_PID"; do T1[$p]=$(ticks "$p"); done
 read -r _ u1 n1 s1 i1 w1 q1 sq1 st1 _ </proc/stat
@@ -282,9 +307,10 @@ echo
 echo "sessions:   $READY of $SESSIONS open ($GATEWAYS gateways, $CLIENTS client processes, $NSRC source addresses), ramp $RAMP_S s"
 echo "memory:     $MEM_PER KiB RSS per idle session (gateways, user space); kernel slab $SLAB_PER KiB per connection (both ends)"
 echo "events:     $COMMITTED committed of $(kv "$DRIVE" events) at $(kv "$DRIVE" rate_achieved)/s (failed $(kv "$DRIVE" failed)); commit mean $(kv "$DRIVE" commit_us_mean) us"
-echo "deliveries: expected $EXPECTED, received $RECEIVED, lost $LOST, duplicates $DUPS, sessions closed during the run $(kv "$RES" closed_later)"
+echo "deliveries: expected $EXPECTED, received $RECEIVED, not received $LOST (drain $DRAIN_S s), duplicates $DUPS, sessions closed during the run $(kv "$RES" closed_later)"
 echo "latency:    commit -> receive p50 $P50 ms, p99 $P99 ms, p99.9 $P999 ms, max $PMAX ms"
 echo "cpu:        gateways $GW_US us per delivery ($GW_CORES cores); per event: api $API_US us, redis $REDIS_US us, nats $NATS_US us; machine $MACHINE% busy"
+echo "consumer:   the realtime consumers handled $CONSUMER_RATE events/s during the drive (all gateways)"
 echo "load:       before $LOAD_BEFORE, after $LOAD_AFTER"
 
 if [[ $MODE == sanity ]]; then
@@ -334,10 +360,11 @@ SECTION=$WORK/section.md
     echo "| kernel slab per connection (both ends, whole machine) | $SLAB_PER KiB | |"
     echo "| idle gateways' CPU | $IDLE_CPU% of a core | |"
     echo "| events committed | $COMMITTED of $(kv "$DRIVE" events) at $(kv "$DRIVE" rate_achieved)/s (failed $(kv "$DRIVE" failed); commit mean $(kv "$DRIVE" commit_us_mean) µs, max $(kv "$DRIVE" max_commit_us) µs) | 2,000/s |"
-    echo "| deliveries expected / received / lost / duplicated | $EXPECTED / $RECEIVED / $LOST / $DUPS | none lost |"
+    echo "| deliveries expected / received / not received / duplicated | $EXPECTED / $RECEIVED / $LOST / $DUPS (drain after the drive: $DRAIN_S s) | none lost |"
     echo "| commit → receive p50 / p99 / p99.9 / max | $P50 / $P99 / $P999 / $PMAX ms | p99 < 50 ms: $(met "$P99 < 50") |"
     echo "| gateway CPU per delivery | $GW_US µs ($GW_CORES cores) | |"
     echo "| CPU per event: API process / Redis / NATS | $API_US / $REDIS_US / $NATS_US µs | |"
+    echo "| realtime consumers' rate during the drive (all gateways) | $CONSUMER_RATE events/s | |"
     echo "| machine busy during the run | $MACHINE% of $NPROC cores | |"
     echo
     echo "| gateway | sessions | RSS before MiB | RSS after MiB | KiB per session |"
