@@ -12,6 +12,14 @@
  * Output order per session: the control buffer first, then wslay's queue,
  * then our frames; wslay is only asked to produce output between two of our
  * frames, so frames never interleave on the wire.
+ *
+ * Memory: a wslay event context is about 9 KiB, more than everything else a
+ * session holds, and an idle session needs none. So it exists only while
+ * needed: created when the client sends something or a ping or close goes
+ * out, freed again once its output is written and the client's byte stream
+ * stands exactly between two frames outside a fragmented message (scan_rx
+ * follows the frame boundaries of what is fed to wslay), when wslay holds no
+ * state worth keeping.
  */
 #include "http/ws.h"
 #include "core/log.h"
@@ -59,7 +67,11 @@ struct sess {
     int64_t last_rx_ms, last_progress_ms, next_ping_ms, close_deadline_ms;
     uint64_t drops;
     char drop_first[40], drop_last[40];
-    unsigned char pend[256];  /* wslay's control frames waiting for the socket */
+    /* where the client's byte stream stands between frames (see scan_rx) */
+    uint64_t rx_left;         /* payload bytes of the current frame still to come */
+    uint8_t rx_hdr[14], rx_hlen;
+    bool rx_msg_open;         /* a fragmented data message has begun */
+    unsigned char pend[160];  /* wslay's control frames waiting for the socket */
 };
 
 enum { CMD_ADD, CMD_PUBLISH, CMD_RELEASE, CMD_CLOSE, CMD_SHUTDOWN };
@@ -324,6 +336,61 @@ static void cmd_free(cmd *c)
     free(c);
 }
 
+/* ---- the lazily created wslay context ---------------------------------------------- */
+
+static const struct wslay_event_callbacks ev_callbacks;
+
+static void wctx_ensure(sess *s)
+{
+    if (s->wctx)
+        return;
+    if (wslay_event_context_server_init(&s->wctx, &ev_callbacks, s))
+        abort();
+    wslay_event_config_set_max_recv_msg_length(s->wctx, 4096);
+}
+
+static void wctx_trim(sess *s)
+{
+    if (s->wctx && !s->closing && !s->pend_len && !wslay_event_want_write(s->wctx) && !s->rx_hlen && !s->rx_left &&
+        !s->rx_msg_open) {
+        wslay_event_context_free(s->wctx);
+        s->wctx = NULL;
+    }
+}
+
+/* Follows frame boundaries in the bytes handed to wslay (RFC 6455 §5.2). */
+static void scan_rx(sess *s, const uint8_t *p, size_t n)
+{
+    while (n) {
+        if (s->rx_left) {
+            size_t k = s->rx_left < n ? (size_t)s->rx_left : n;
+            s->rx_left -= k;
+            p += k;
+            n -= k;
+            continue;
+        }
+        s->rx_hdr[s->rx_hlen++] = *p++;
+        n--;
+        if (s->rx_hlen < 2)
+            continue;
+        uint8_t l7 = s->rx_hdr[1] & 0x7f;
+        size_t ext = l7 == 126 ? 2 : l7 == 127 ? 8 : 0;
+        if (s->rx_hlen < 2 + ext + ((s->rx_hdr[1] & 0x80) ? 4 : 0))
+            continue;
+        uint64_t len = l7;
+        if (ext) {
+            len = 0;
+            for (size_t i = 0; i < ext; i++)
+                len = len << 8 | s->rx_hdr[2 + i];
+        }
+        uint8_t opcode = s->rx_hdr[0] & 0x0f;
+        if (!(opcode & 0x08)) /* data or continuation: the message ends with FIN */
+            s->rx_msg_open = !(s->rx_hdr[0] & 0x80);
+        s->rx_left = len;
+        s->rx_hlen = 0;
+    }
+}
+
 /* ---- sessions (hub thread) ---------------------------------------------------- */
 
 static sess *find_sess(ws_hub *h, uint64_t sid)
@@ -431,7 +498,8 @@ static void destroy_sess(ws_hub *h, sess *s)
     s->off = 0;
     q_clear(s);
     free(s->q);
-    wslay_event_context_free(s->wctx);
+    if (s->wctx)
+        wslay_event_context_free(s->wctx);
     free(s->extra);
     free(s->key);
     free(s);
@@ -446,6 +514,7 @@ static void start_close(ws_hub *h, sess *s, int code, const char *reason, int64_
     s->close_deadline_ms = now + 2000;
     q_clear(s);
     s->held = false;
+    wctx_ensure(s);
     if (wslay_event_get_write_enabled(s->wctx) && !wslay_event_get_close_sent(s->wctx))
         wslay_event_queue_close(s->wctx, (uint16_t)code, (const uint8_t *)reason, reason ? strlen(reason) : 0);
 }
@@ -465,7 +534,7 @@ static bool flush(ws_hub *h, sess *s, int64_t now)
             s->last_progress_ms = now;
             continue;
         }
-        if (s->off == 0 && wslay_event_want_write(s->wctx)) {
+        if (s->off == 0 && s->wctx && wslay_event_want_write(s->wctx)) {
             uint16_t before = s->pend_len;
             if (wslay_event_send(s->wctx) != 0)
                 return s->dead = true, false;
@@ -495,12 +564,14 @@ static bool flush(ws_hub *h, sess *s, int64_t now)
             atomic_fetch_add(&h->frames, 1);
         }
     }
-    bool pending = s->pend_len || (s->qlen && !s->held) || (s->off == 0 && wslay_event_want_write(s->wctx));
+    bool pending = s->pend_len || (s->qlen && !s->held) || (s->off == 0 && s->wctx && wslay_event_want_write(s->wctx));
     if (!pending)
         s->last_progress_ms = now;
     set_epollout(h, s, pending);
-    if (s->closing && !pending && wslay_event_get_close_sent(s->wctx) && wslay_event_get_close_received(s->wctx))
+    if (s->closing && !pending && s->wctx && wslay_event_get_close_sent(s->wctx) &&
+        wslay_event_get_close_received(s->wctx))
         return false; /* handshake complete */
+    wctx_trim(s);
     return true;
 }
 
@@ -514,6 +585,7 @@ static ssize_t ev_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, in
         size_t n = s->extra_len - s->extra_off < len ? s->extra_len - s->extra_off : len;
         memcpy(buf, s->extra + s->extra_off, n);
         s->extra_off += n;
+        scan_rx(s, buf, n);
         return (ssize_t)n;
     }
     ssize_t n = recv(s->fd, buf, len, MSG_DONTWAIT);
@@ -526,6 +598,7 @@ static ssize_t ev_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, in
         wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
         return -1;
     }
+    scan_rx(s, buf, (size_t)n);
     return n;
 }
 
@@ -577,6 +650,7 @@ static const struct wslay_event_callbacks ev_callbacks = {
 static void on_readable(ws_hub *h, sess *s, int64_t now)
 {
     s->last_rx_ms = now;
+    wctx_ensure(s);
     if (wslay_event_recv(s->wctx) != 0)
         s->dead = true;
 }
@@ -736,6 +810,7 @@ static void tick(ws_hub *h, int64_t now)
             } else if (now >= s->next_ping_ms) {
                 s->next_ping_ms = now + h->o.ping_interval_ms;
                 struct wslay_event_msg m = {WSLAY_PING, NULL, 0};
+                wctx_ensure(s);
                 wslay_event_queue_msg(s->wctx, &m);
             } else {
                 continue;
@@ -840,9 +915,6 @@ static void on_upgraded(void *arg, int fd, const char *extra, size_t extra_len, 
         memcpy(s->extra, extra, extra_len);
         s->extra_len = extra_len;
     }
-    if (wslay_event_context_server_init(&s->wctx, &ev_callbacks, s))
-        abort();
-    wslay_event_config_set_max_recv_msg_length(s->wctx, 4096);
     if (h->o.sndbuf > 0)
         setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &h->o.sndbuf, sizeof h->o.sndbuf);
     atomic_fetch_add(&h->open, 1);
