@@ -14,7 +14,7 @@
 #     from WS_SRC loopback source addresses (127.0.0.2...), session k to gateway k % WS_GATEWAYS;
 #   - measures each gateway's RSS before and after the sessions opened, and its idle CPU;
 #   - `ws_load drive`: WS_RATE events/s for WS_SECONDS s to POST /api/v1/testkit/pushes, one transaction
-#     per event, 90% to 1 user, 9% to 50, 1% to 1,000 (WS_MIX), recipients drawn from the open sessions;
+#     per POST (the events due together; WS_TX=each: one per event), 90% to 1 user, 9% to 50, 1% to 1,000 (WS_MIX), recipients drawn from the open sessions;
 #     sent_at_ns is taken in the transaction right before the outbox insert and COMMIT;
 #   - waits until the realtime consumers' lag is 0 and the gateways stop sending, stops the clients (they write latency histograms), merges them (ws_load report).
 #
@@ -25,7 +25,10 @@
 #
 # Environment: B, WS_SESSIONS (50000), WS_GATEWAYS (ceil(sessions / 14000), at least 2), WS_CLIENTS
 # (ceil(sessions / 12500)), WS_SRC (8 source addresses), WS_RATE (2000), WS_SECONDS (30), WS_MIX
-# (90:1,9:50,1:1000), WS_DRAIN (2) and WS_DRAIN_MAX (120: seconds to wait for the backlog after the drive), WS_SETTLE (5), WS_INFLIGHT (handshakes in flight per client, 128),
+# (90:1,9:50,1:1000), WS_TX (one: the events due together in one transaction; each: one per event),
+# WS_DRAIN (2) and WS_DRAIN_MAX (120: seconds to wait for the backlog after the drive), WS_SETTLE (5),
+# WS_INFLIGHT (handshakes in flight per client, 128), WS_PROFILE (distributed: PostgreSQL + Redis + NATS;
+# embedded: SQLite and the embedded bus in one shared data directory, Redis for kv),
 # WS_GATEWAY_ENV ("VAR=VALUE ..." for the gateway processes, e.g. PULSE_SERVER_HEADER_LIMIT=4KiB),
 # BENCH_DOCS (docs/BENCHMARKS.md), WS_DOCS=0 to print only, WS_KEEP=1 to keep the work directory.
 set -euo pipefail
@@ -53,6 +56,14 @@ DRAIN=${WS_DRAIN:-2}
 DRAIN_MAX=${WS_DRAIN_MAX:-120}
 SETTLE=${WS_SETTLE:-5}
 INFLIGHT=${WS_INFLIGHT:-128}
+PROFILE=${WS_PROFILE:-distributed}
+case $PROFILE in distributed | embedded) ;; *) echo "bench: WS_PROFILE is distributed or embedded" >&2; exit 2 ;; esac
+TX=${WS_TX:-one}
+if [[ $TX == one ]]; then
+    TX_NOTE="the events due together, up to 200, in one transaction: \`ws_load drive --tx one\`"
+else
+    TX_NOTE="one transaction per event: \`ws_load drive --tx each\`"
+fi
 DOCS=${BENCH_DOCS:-docs/BENCHMARKS.md}
 WRITE=${WS_DOCS:-1}
 LOAD=$B/bench/ws_load
@@ -105,14 +116,29 @@ LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ---- engines and servers ------------------------------------------------------------------------
 
-log "engines (PostgreSQL, Redis, NATS JetStream) in $ENG"
-bash scripts/engines.sh start "$ENG" >/dev/null
-set -a
-# shellcheck disable=SC1091
-. "$ENG/engines.env"
-set +a
+if [[ $PROFILE == distributed ]]; then
+    log "engines (PostgreSQL, Redis, NATS JetStream) in $ENG"
+    bash scripts/engines.sh start "$ENG" >/dev/null
+    set -a
+    # shellcheck disable=SC1091
+    . "$ENG/engines.env"
+    set +a
+    NATS_PID=$(cat "$ENG/nats.pid")
+    ENGINES_NOTE="PostgreSQL, Redis, NATS JetStream (\`scripts/engines.sh\`)"
+    SQL_NOTE=PostgreSQL BUS_NOTE=JetStream
+else
+    # Embedded SQL and bus in one data directory that every pulse process shares (SQLite WAL, the
+    # embedded log); kv on Redis, which the gateways need for sessions, history and pub/sub.
+    log "engine (Redis) in $ENG; SQLite and the embedded bus in $WORK/data (shared)"
+    bash scripts/engines.sh up redis "$ENG" >/dev/null
+    export PULSE_DEFAULTS_KV
+    PULSE_DEFAULTS_KV=$(sed -n 's/^PULSE_TEST_REDIS_URL=//p' "$ENG/engines.env")
+    unset PULSE_DEFAULTS_SQL PULSE_BUS_URL
+    NATS_PID=
+    SQL_NOTE=SQLite BUS_NOTE="the embedded log"
+    ENGINES_NOTE="Redis (\`scripts/engines.sh\`) for kv; SQLite and the embedded bus in one data directory shared by every pulse process"
+fi
 REDIS_PID=$(cat "$ENG/redis.pid")
-NATS_PID=$(cat "$ENG/nats.pid")
 
 http_ok() { # PORT PATH: 0 when it answers 200
     local fd line
@@ -127,9 +153,11 @@ http_ok() { # PORT PATH: 0 when it answers 200
 start_pulse() {
     local name=$1 services=$2 logf=$WORK/$1.log i text
     shift 2
-    mkdir -p "$WORK/$name"
+    local data=$WORK/$name
+    [[ $PROFILE == distributed ]] || data=$WORK/data
+    mkdir -p "$data"
     : >"$logf"
-    env PULSE_LOG_ACCESS=false "$@" "$B/pulse" serve --listen 127.0.0.1:0 --data "$WORK/$name" \
+    env PULSE_LOG_ACCESS=false "$@" "$B/pulse" serve --listen 127.0.0.1:0 --data "$data" \
         --services "$services" 2>"$logf" &
     PID=$!
     PIDS+=("$PID")
@@ -244,13 +272,13 @@ metric_sum() { # NAME: the sum of a metric over the gateways (a label filter may
 HANDLED='pulse_consumer_handled_total{consumer="realtime.deliver"}'
 CONNECTED=$(printf '%s,' "$WORK"/client*.connected)
 log "driving $RATE events/s for $SECONDS_RUN s (mix $MIX) through POST /api/v1/testkit/pushes"
-for p in "${GW_PIDS[@]}" "$API_PID" "$REDIS_PID" "$NATS_PID"; do T0[$p]=$(ticks "$p"); done
+for p in "${GW_PIDS[@]}" "$API_PID" "$REDIS_PID" $NATS_PID; do T0[$p]=$(ticks "$p"); done
 read -r _ u0 n0 s0 i0 w0 q0 sq0 st0 _ </proc/stat
 H0=$(metric_sum "$HANDLED")
 t0=$EPOCHREALTIME
 DRIVE_RC=0
 "$LOAD" drive --api "127.0.0.1:$API_PORT" --tokens "$WORK/tokens" --connected "${CONNECTED%,}" --rate "$RATE" \
-    --seconds "$SECONDS_RUN" --mix "$MIX" --conns 8 --batch 200 --out "$WORK/drive" 2>"$WORK/drive.log" || DRIVE_RC=$?
+    --seconds "$SECONDS_RUN" --mix "$MIX" --conns 8 --batch 200 --tx "$TX" --out "$WORK/drive" 2>"$WORK/drive.log" || DRIVE_RC=$?
 [[ -f $WORK/drive ]] || { cat "$WORK/drive.log" >&2; echo "bench: the driver failed" >&2; exit 1; }
 H1=$(metric_sum "$HANDLED")
 DRIVE_S=$(calc "${EPOCHREALTIME/./} / 1e6 - ${t0/./} / 1e6" 2)
@@ -275,7 +303,7 @@ done
 DRAIN_S=$(calc "${EPOCHREALTIME/./} / 1e6 - ${DRAIN_T0/./} / 1e6" 1)
 log "drained in $DRAIN_S s (realtime consumer lag ${lag:-?})"
 t1=$EPOCHREALTIME
-for p in "${GW_PIDS[@]}" "$API_PID" "$REDIS_PID" "$NATS_PID"; do T1[$p]=$(ticks "$p"); done
+for p in "${GW_PIDS[@]}" "$API_PID" "$REDIS_PID" $NATS_PID; do T1[$p]=$(ticks "$p"); done
 read -r _ u1 n1 s1 i1 w1 q1 sq1 st1 _ </proc/stat
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 for p in "${CL_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
@@ -295,7 +323,7 @@ GW_US=$( ((RECEIVED > 0)) && calc "$GW_TICKS / $TCK * 1e6 / $RECEIVED" 2 || echo
 COMMITTED=$(kv "$DRIVE" committed)
 API_US=$( ((COMMITTED > 0)) && calc "(${T1[$API_PID]} - ${T0[$API_PID]}) / $TCK * 1e6 / $COMMITTED" 1 || echo -)
 REDIS_US=$( ((COMMITTED > 0)) && calc "(${T1[$REDIS_PID]} - ${T0[$REDIS_PID]}) / $TCK * 1e6 / $COMMITTED" 1 || echo -)
-NATS_US=$( ((COMMITTED > 0)) && calc "(${T1[$NATS_PID]} - ${T0[$NATS_PID]}) / $TCK * 1e6 / $COMMITTED" 1 || echo -)
+NATS_US=$( ((COMMITTED > 0)) && [[ -n $NATS_PID ]] && calc "(${T1[$NATS_PID]} - ${T0[$NATS_PID]}) / $TCK * 1e6 / $COMMITTED" 1 || echo -)
 GW_CORES=$(calc "$GW_TICKS / $TCK / $WALL" 2)
 BUSY=$(( (u1 + n1 + s1 + q1 + sq1 + st1) - (u0 + n0 + s0 + q0 + sq0 + st0) ))
 TOTAL=$(( BUSY + (i1 + w1) - (i0 + w0) ))
@@ -337,19 +365,19 @@ fi
 met() { awk "BEGIN { exit !($1) }" && echo "met" || echo "**not met**"; }
 SECTION=$WORK/section.md
 {
-    echo "<!-- ws-bench-run $DATE -->"
-    echo "## WebSocket fan-out, $DATE"
+    echo "<!-- ws-bench-run $DATE $PROFILE -->"
+    echo "## WebSocket fan-out ($PROFILE), $DATE"
     echo
-    echo "\`make bench-ws\` (here: \`WS_SESSIONS=$SESSIONS B=$B bash bench/ws.sh\`), $DATE $TIME UTC, commit $COMMIT."
+    echo "\`make bench-ws\` (here: \`WS_PROFILE=$PROFILE WS_SESSIONS=$SESSIONS WS_RATE=$RATE B=$B bash bench/ws.sh\`), $DATE $TIME UTC, commit $COMMIT."
     echo "Machine: $NPROC × $CPU, $MEM RAM, Linux $(uname -r); 20,000 open files per process (hard limit). Load average"
     echo "before: $LOAD_BEFORE; after: $LOAD_AFTER (the benchmark's processes included; the cores are shared with other"
-    echo "engineers' builds and tests). Everything on loopback on this one machine: PostgreSQL, Redis, NATS JetStream"
-    echo "(\`scripts/engines.sh\`), one pulse \`--services identity,testkit\` (the API), $GATEWAYS pulse \`--services realtime\`"
+    echo "engineers' builds and tests). Everything on loopback on this one machine: $ENGINES_NOTE;"
+    echo "one pulse \`--services identity,testkit\` (the API), $GATEWAYS pulse \`--services realtime\`"
     echo "(the gateways), $CLIENTS \`ws_load sessions\` processes from $NSRC source addresses, one \`ws_load drive\`."
     echo
-    echo "The measured path is the real one: \`POST /api/v1/testkit/pushes\` commits each event in its own transaction"
-    echo "(outbox row on PostgreSQL; \`sent_at_ns\` = CLOCK_REALTIME taken in the transaction right before the insert and"
-    echo "COMMIT) → outbox relay → JetStream → the realtime consumer → Redis (history, pub/sub) → every gateway's epoll"
+    echo "The measured path is the real one: \`POST /api/v1/testkit/pushes\` commits the events (outbox rows on $SQL_NOTE;"
+    echo "$TX_NOTE; \`sent_at_ns\` = CLOCK_REALTIME taken in the transaction right before its inserts"
+    echo "and COMMIT, so the latency includes the commit) → outbox relay → $BUS_NOTE → the realtime consumer → Redis (history, pub/sub) → every gateway's epoll"
     echo "thread → socket → \`ws_load\`, which takes CLOCK_REALTIME right after \`recv()\`. Recipients: $MIX (percent:users),"
     echo "drawn from the open sessions (one session per user)."
     echo
@@ -377,9 +405,9 @@ if [[ ! -f $DOCS ]]; then
     printf '# Benchmarks\n\nResults of `make bench`, newest runs last.\n\n' >"$DOCS"
 fi
 TMPD=$(mktemp)
-awk -v date="$DATE" -v sect="$SECTION" '
+awk -v date="$DATE" -v profile="$PROFILE" -v sect="$SECTION" '
     function emit(   line) { while ((getline line < sect) > 0) print line; close(sect); done = 1 }
-    $0 == "<!-- ws-bench-run " date " -->" { skip = 1; emit(); next }
+    $0 == "<!-- ws-bench-run " date " " profile " -->" { skip = 1; emit(); next }
     skip && $0 == "<!-- /ws-bench-run -->" { skip = 0; next }
     skip { next }
     { print }
@@ -387,4 +415,4 @@ awk -v date="$DATE" -v sect="$SECTION" '
 ' "$DOCS" >"$TMPD"
 cat "$TMPD" >"$DOCS"
 rm -f "$TMPD"
-log "wrote the $DATE WebSocket section of $DOCS"
+log "wrote the $DATE WebSocket ($PROFILE) section of $DOCS"
