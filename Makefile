@@ -240,3 +240,16 @@ $(B)/bench/ws_load: bench/ws_load.c
 	$(CC) $(REL_CFLAGS) -o $@ $<
 # `make test` only compiles the load generator (-Werror), so that it keeps building; it never runs it.
 test: $(B)/bench/ws_load
+
+# ---- doc store benchmark (bench/doc.sh): document writes and indexed reads at a paced 1k ops/s on PostgreSQL JSONB
+# next to raw libpq on the same table shape, and on SQLite next to raw sqlite3; starts its own PostgreSQL and
+# writes its section of docs/BENCHMARKS.md. Part of `make bench`.
+.PHONY: bench-doc
+bench: bench-doc
+bench-doc: setup
+	@$(MAKE) --no-print-directory -j$(JOBS) $(B)/bench/doc_bench
+	B=$(B) bash bench/doc.sh
+
+$(B)/bench/doc_bench: bench/doc_bench.c $(REL_OBJ)
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(REL_CFLAGS) -o $@ $< $(REL_OBJ) $(LIBS)

@@ -171,6 +171,7 @@ int cli_serve(const config *c)
         .threads = (int)config_int(c, "server", "threads"),
         .body_limit = (size_t)config_int(c, "server", "body_limit"),
         .header_limit = (size_t)config_int(c, "server", "header_limit"),
+        .connection_memory = (size_t)config_int(c, "server", "connection_memory"),
         .idle_timeout_s = (unsigned)((config_int(c, "server", "idle_timeout") + 999) / 1000),
         .connection_limit = (unsigned)config_int(c, "server", "connection_limit"),
         .access_log = config_bool(c, "log", "access"),

@@ -22,6 +22,8 @@ const config_key config_platform_keys[] = {
     {"server", "body_limit", CFG_SIZE, "1MiB", 1024, (int64_t)1 << 30, "largest request body accepted (413 beyond)"},
     {"server", "header_limit", CFG_SIZE, "16KiB", 1024, 1 << 20, "largest total size of request headers (431 beyond)"},
     {"server", "idle_timeout", CFG_DURATION, "30s", 1000, 3600000, "close connections idle (or stalled mid-request) this long"},
+    {"server", "connection_memory", CFG_SIZE, "0", 0, 16 << 20,
+     "libmicrohttpd's memory pool per connection, kept by WebSocket sessions; 0: 3 x header_limit + 32KiB"},
     {"server", "connection_limit", CFG_INT, "10000", 1, 1000000, "concurrent connections accepted"},
     {"server", "shutdown_timeout", CFG_DURATION, "10s", 0, 600000, "how long a graceful stop waits for in-flight requests"},
     {"server", "demo", CFG_BOOL, "false", 0, 0, "seed demo data into empty stores at start"},

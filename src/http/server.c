@@ -689,13 +689,20 @@ int http_server_start(router *r, metrics *m, const http_server_opts *o, http_ser
      * and the response headers, with room to spare: so a request is judged by
      * header_limit, not by running out of pool. */
     size_t pool = 3 * o->header_limit + 32768;
+    /* An upgraded (WebSocket) connection keeps its pool until it closes, and
+     * libmicrohttpd 0.9.75 has touched about half of it by then: a process
+     * serving only the gateway can choose a small pool (its requests are the
+     * upgrade alone); headers beyond it get libmicrohttpd's own 431. */
+    if (o->connection_memory)
+        pool = o->connection_memory < 4096 ? 4096 : o->connection_memory;
     unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG | MHD_ALLOW_UPGRADE |
                      MHD_ALLOW_SUSPEND_RESUME |
                      MHD_USE_TURBO;
     if (ss.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
     pool_start(s, o->workers, o->worker_queue);
-    metrics_add_collector(m, ws_metrics_collect, NULL);
+    if (m)
+        metrics_add_collector(m, ws_metrics_collect, NULL);
     s->d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, s,
                             MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
                             MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,

@@ -25,6 +25,7 @@ typedef struct http_server_opts {
     int threads;
     size_t body_limit;
     size_t header_limit;
+    size_t connection_memory; /* MHD's pool per connection; 0: derived from header_limit */
     unsigned idle_timeout_s;
     unsigned connection_limit;
     bool access_log;

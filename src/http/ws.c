@@ -71,6 +71,7 @@ struct sess {
     uint64_t rx_left;         /* payload bytes of the current frame still to come */
     uint8_t rx_hdr[14], rx_hlen;
     bool rx_msg_open;         /* a fragmented data message has begun */
+    bool rx_too_big;          /* a frame header announced more than WS_MAX_RECV */
     unsigned char pend[160];  /* wslay's control frames waiting for the socket */
 };
 
@@ -91,6 +92,7 @@ typedef struct cmd {
 } cmd;
 
 #define KEY_BUCKETS 4096
+#define WS_MAX_RECV 4096 /* clients send pings and tiny messages only */
 #define ID_BUCKETS 4096
 
 struct ws_hub {
@@ -346,7 +348,7 @@ static void wctx_ensure(sess *s)
         return;
     if (wslay_event_context_server_init(&s->wctx, &ev_callbacks, s))
         abort();
-    wslay_event_config_set_max_recv_msg_length(s->wctx, 4096);
+    wslay_event_config_set_max_recv_msg_length(s->wctx, WS_MAX_RECV);
 }
 
 static void wctx_trim(sess *s)
@@ -383,6 +385,8 @@ static void scan_rx(sess *s, const uint8_t *p, size_t n)
             for (size_t i = 0; i < ext; i++)
                 len = len << 8 | s->rx_hdr[2 + i];
         }
+        if (len > WS_MAX_RECV)
+            s->rx_too_big = true; /* refused at the header, not after waiting for the payload */
         uint8_t opcode = s->rx_hdr[0] & 0x0f;
         if (!(opcode & 0x08)) /* data or continuation: the message ends with FIN */
             s->rx_msg_open = !(s->rx_hdr[0] & 0x80);
@@ -439,6 +443,16 @@ static ws_frame *q_pop(sess *s)
     return f;
 }
 
+/* An idle session gives back what a burst took. */
+static void q_shrink(sess *s)
+{
+    if (!s->qlen && s->qcap > 4) {
+        free(s->q);
+        s->q = NULL;
+        s->qcap = s->qhead = 0;
+    }
+}
+
 /* Leaves only a frame already partly written (it must be finished). */
 static void q_clear(sess *s)
 {
@@ -448,11 +462,7 @@ static void q_clear(sess *s)
         ws_frame_unref(s->q[last]);
         s->qlen--;
     }
-    if (!s->qlen && s->qcap > 4) { /* an idle session gives back what a burst took */
-        free(s->q);
-        s->q = NULL;
-        s->qcap = s->qhead = 0;
-    }
+    q_shrink(s);
 }
 
 static void set_epollout(ws_hub *h, sess *s, bool on)
@@ -564,6 +574,15 @@ static bool flush(ws_hub *h, sess *s, int64_t now)
             atomic_fetch_add(&h->frames, 1);
         }
     }
+    if (!s->closing && s->wctx && wslay_event_get_close_sent(s->wctx)) {
+        /* wslay failed the connection itself (a protocol error, a message too
+         * large, invalid UTF-8): its close frame went out; the peer gets a
+         * moment to answer, then the socket is closed */
+        s->closing = true;
+        s->close_code = wslay_event_get_status_code_sent(s->wctx);
+        s->close_deadline_ms = now + 500; /* no reply is owed by a peer that broke the protocol */
+        q_clear(s);
+    }
     bool pending = s->pend_len || (s->qlen && !s->held) || (s->off == 0 && s->wctx && wslay_event_want_write(s->wctx));
     if (!pending)
         s->last_progress_ms = now;
@@ -572,6 +591,7 @@ static bool flush(ws_hub *h, sess *s, int64_t now)
         wslay_event_get_close_received(s->wctx))
         return false; /* handshake complete */
     wctx_trim(s);
+    q_shrink(s);
     return true;
 }
 
@@ -651,8 +671,21 @@ static void on_readable(ws_hub *h, sess *s, int64_t now)
 {
     s->last_rx_ms = now;
     wctx_ensure(s);
+    if (!wslay_event_get_read_enabled(s->wctx)) {
+        /* after the peer's close frame: what follows is dropped (level-triggered
+         * epoll would report it forever), the end of the stream ends the session */
+        char sink[512];
+        ssize_t n;
+        while ((n = recv(s->fd, sink, sizeof sink, MSG_DONTWAIT)) > 0)
+            ;
+        if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+            s->dead = true;
+        return;
+    }
     if (wslay_event_recv(s->wctx) != 0)
         s->dead = true;
+    else if (s->rx_too_big)
+        start_close(h, s, 1009, "message too big", now);
 }
 
 static void apply_add(ws_hub *h, sess *s, int64_t now)
@@ -688,21 +721,26 @@ static void apply_publish(ws_hub *h, cmd *c, int64_t now)
             nx = s->key_next;
             if (s->closing || strcmp(s->key, c->keys[i]) != 0)
                 continue;
-            /* Over the limit: drop the oldest frame not yet begun. */
-            uint32_t queued = s->qlen - (s->off > 0 ? 1 : 0);
-            if (queued >= h->o.queue_max && queued > 0) {
-                uint32_t at = (s->qhead + (s->off > 0 ? 1 : 0)) % s->qcap;
-                ws_frame *old = s->q[at];
+            /* Over the limit: drop the oldest tagged frame not yet begun.
+             * Untagged frames (ready, drop notices) are never dropped. */
+            uint32_t first = s->off > 0 ? 1 : 0, k = first;
+            if (s->qlen - first >= h->o.queue_max) {
+                while (k < s->qlen && !s->q[(s->qhead + k) % s->qcap]->tag[0])
+                    k++;
+            } else {
+                k = s->qlen;
+            }
+            if (k < s->qlen) {
+                ws_frame *old = s->q[(s->qhead + k) % s->qcap];
                 if (!s->drops)
                     snprintf(s->drop_first, sizeof s->drop_first, "%s", old->tag);
                 snprintf(s->drop_last, sizeof s->drop_last, "%s", old->tag);
                 s->drops++;
                 atomic_fetch_add(&h->drops, 1);
                 ws_frame_unref(old);
-                /* close the gap: shift the frames before it (at most one) forward */
-                if (s->off > 0) {
-                    s->q[at] = s->q[s->qhead];
-                }
+                /* close the gap: the frames before it move one place back */
+                for (uint32_t j = k; j > 0; j--)
+                    s->q[(s->qhead + j) % s->qcap] = s->q[(s->qhead + j - 1) % s->qcap];
                 s->qhead = (s->qhead + 1) % s->qcap;
                 s->qlen--;
             }
@@ -1069,10 +1107,16 @@ void ws_hub_destroy(ws_hub *h)
     ssize_t w = write(h->evfd, &one, sizeof one);
     (void)w;
     pthread_join(h->thread, NULL);
-    for (cmd *c = h->head, *nx; c; c = nx) {
+    for (cmd *c = h->head, *nx; c; c = nx) { /* only after the HTTP server stopped: none are expected */
         nx = c->next;
-        if (c->s)
+        if (c->s) {
+            MHD_upgrade_action(c->s->urh, MHD_UPGRADE_ACTION_CLOSE);
+            if (h->cb.closed)
+                h->cb.closed(h->ud, c->s->id, c->s->sdata, WS_CLOSE_GOING_AWAY);
+            free(c->s->extra);
+            free(c->s->key);
             free(c->s);
+        }
         cmd_free(c);
     }
     close(h->ep);

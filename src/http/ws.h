@@ -19,7 +19,8 @@
  * misses nothing and repeats nothing.
  *
  * Slow clients. A session queues at most queue_max published frames; one more
- * drops the oldest unsent frame (never a half-written one) and counts it; before
+ * drops the oldest unsent tagged frame (never a half-written one, never an
+ * untagged control frame) and counts it; before
  * the next frame is written the `dropped` callback builds a notice that goes
  * first. A session that makes no write progress for idle_timeout while output
  * waits is closed with 4008. Writes never block: EPOLLOUT resumes them.

@@ -20,6 +20,7 @@ struct host {
     service_ctx ctx[MAX_SERVICES];
     bool started[MAX_SERVICES];
     outbox_relay *relay[MAX_SERVICES];
+    bool sql_of_doc[MAX_SERVICES]; /* ctx->sql is doc_sql(ctx->doc): the doc store closes it */
     consumer *consumers[MAX_CONSUMERS];
     size_t n, nconsumers;
     consumer_opts copts;
@@ -90,26 +91,34 @@ static int select_services(host *h, const char *list, pl_error *err)
 
 static int open_stores(host *h, service_ctx *c, pl_error *err)
 {
+    char name[96];
+    service_store_name(h->cfg, c->def->name, name, sizeof name);
     if (c->def->stores & SERVICE_USES_KV) {
-        char name[96];
-        service_store_name(h->cfg, c->def->name, name, sizeof name);
         kv_options ko = {.data_dir = c->data_dir, .service = name};
         int rc = kv_open(config_store_url(h->cfg, c->def->name, "kv"), &ko, &c->kv, err);
         if (rc)
             return rc;
     }
-    if (!(c->def->stores & SERVICE_USES_SQL))
-        return 0;
-    const char *url = config_store_url(h->cfg, c->def->name, "sql");
-    char name[96];
-    service_store_name(h->cfg, c->def->name, name, sizeof name);
+    /* sql and doc take the same options: the same schema on PostgreSQL (doc tables are doc_<collection>),
+     * and on SQLite <service>.db and <service>.doc.db */
     sql_options o = {
         .data_dir = c->data_dir,
         .service = name,
     };
-    int rc = sql_open(url, &o, &c->sql, err);
-    if (rc)
-        return rc;
+    int rc;
+    if (c->def->stores & SERVICE_USES_DOC) {
+        if ((rc = doc_open(config_store_url(h->cfg, c->def->name, "doc"), &o, &c->doc, err)))
+            return rc;
+    }
+    if (c->def->stores & SERVICE_USES_SQL) {
+        if ((rc = sql_open(config_store_url(h->cfg, c->def->name, "sql"), &o, &c->sql, err)))
+            return rc;
+    } else if (c->doc) {
+        c->sql = doc_sql(c->doc);
+        h->sql_of_doc[c - h->ctx] = true;
+    }
+    if (!c->sql)
+        return 0;
     /* the platform's outbox and inbox tables, then the service's own schema */
     static const char *const owners[] = {"bus", NULL};
     for (int i = 0; i < 2; i++) {
@@ -251,7 +260,16 @@ int host_ready(host *h, json_t **report)
             if (rc)
                 worst = PL_EUNAVAILABLE;
         }
-        if (c->sql) {
+        if (c->doc) {
+            pl_error e = {0};
+            int rc = sql_ping(doc_sql(c->doc), &e);
+            char key[96];
+            snprintf(key, sizeof key, "%s.doc", c->def->name);
+            json_object_set_new(rep, key, json_string(rc ? e.msg : "ok"));
+            if (rc)
+                worst = PL_EUNAVAILABLE;
+        }
+        if (c->sql && !h->sql_of_doc[i]) {
             pl_error e = {0};
             int rc = sql_ping(c->sql, &e);
             char key[96];
@@ -380,7 +398,10 @@ void host_close(host *h)
         service_ctx *c = &h->ctx[i];
         if (h->started[i] && c->def->stop)
             c->def->stop(c);
-        sql_close(c->sql);
+        if (!h->sql_of_doc[i])
+            sql_close(c->sql);
+        c->sql = NULL;
+        doc_close(c->doc);
         kv_close(c->kv);
     }
     if (h->sessions) {

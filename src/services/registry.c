@@ -6,14 +6,24 @@
 
 extern const service_def identity_service;
 extern const service_def audit_service;
+extern const service_def social_service;
+extern const service_def courses_service;
+extern const service_def achievements_service;
 extern const service_def testkit_service;
 extern const service_def realtime_service;
+extern const service_def notify_service, messaging_service;
+extern const service_def doctest_service;
 
 const service_def *const service_registry[] = {
     &identity_service,
     &audit_service,
+    &social_service,
+    &courses_service,
+    &achievements_service,
     &testkit_service,
     &realtime_service,
+    &notify_service, &messaging_service,
+    &doctest_service,
     NULL,
 };
 

@@ -18,6 +18,7 @@
 #include "core/config.h"
 #include "core/err.h"
 #include "http/http.h"
+#include "store/doc.h"
 #include "store/kv.h"
 #include "store/sql.h"
 
@@ -25,7 +26,7 @@
 
 typedef struct service_ctx service_ctx;
 
-enum { SERVICE_USES_SQL = 1u << 0, SERVICE_USES_KV = 1u << 1 };
+enum { SERVICE_USES_SQL = 1u << 0, SERVICE_USES_KV = 1u << 1, SERVICE_USES_DOC = 1u << 2 };
 
 typedef struct service_def {
     int version;                    /* 1; fields are only ever appended */
@@ -68,6 +69,11 @@ struct service_ctx {
     kv *kv;           /* when stores & SERVICE_USES_KV */
     bus *bus;         /* the event bus of this process */
     void *state;      /* the service's own */
+    /* When stores & SERVICE_USES_DOC. A service without SERVICE_USES_SQL gets
+     * ctx->sql = doc_sql(doc) (owned by doc): its outbox, its consumers' inbox
+     * and its migrations live beside the documents, so outbox_emit and doc
+     * writes commit in one transaction. */
+    doc_store *doc;
 };
 
 /* The name a service's stores carry on an engine: "<namespace>_<service>"

@@ -121,4 +121,10 @@ int  doc_patch_where(sql_tx *tx, doc_store *d, const char *coll, const doc_cond 
 int  doc_delete_where(sql_tx *tx, doc_store *d, const char *coll, const doc_cond *where, size_t nwhere,
                       int64_t *changed, pl_error *err);
 
+/* ---- validation (also what every call above checks) ---------------------------- */
+
+bool doc_name_valid(const char *name); /* a collection name: [a-z][a-z0-9_]{0,47} */
+bool doc_path_valid(const char *path); /* a field path: 1-4 dot-separated [a-z0-9_]+ segments, <= 255 bytes */
+bool doc_id_valid(const char *id);     /* 1..128 bytes of UTF-8, no control characters */
+
 #endif

@@ -15,6 +15,7 @@ struct sql_db {
 struct sql_tx {
     const sql_driver *d;
     void *h;
+    int flags;
     int nhooks;
     struct {
         void (*fn)(void *ud);
@@ -84,6 +85,7 @@ int sql_begin(sql_db *db, int flags, sql_tx **out, pl_error *err)
     sql_tx *tx = xcalloc(sizeof *tx);
     tx->d = db->d;
     tx->h = h;
+    tx->flags = flags;
     *out = tx;
     return 0;
 }
@@ -96,6 +98,8 @@ int sql_commit(sql_tx *tx, pl_error *err)
     free(tx);
     return rc;
 }
+
+int sql_tx_flags(const sql_tx *tx) { return tx->flags; }
 
 void sql_after_commit(sql_tx *tx, void (*fn)(void *ud), void *ud)
 {

@@ -122,6 +122,10 @@ int  sql_begin(sql_db *db, int flags, sql_tx **out, pl_error *err);
 int  sql_commit(sql_tx *tx, pl_error *err);   /* frees tx whatever the result */
 void sql_rollback(sql_tx *tx);                /* frees tx; NULL is a no-op */
 
+/* The flags tx was begun with (SQL_TX_WRITE or SQL_TX_READ): lets a layer on
+ * top (the doc kind) lock what it reads only in a write transaction. */
+int sql_tx_flags(const sql_tx *tx);
+
 /* Registers fn(ud) to run on this thread right after tx commits successfully
  * (not after a rollback or a failed commit). At most 8 per transaction;
  * registering the same fn/ud pair twice runs it once. */

@@ -16,9 +16,13 @@
 //               and a pl.realtime.dropped.v1 notice accounts for every one; one
 //               that never reads again is closed as too slow (4008, metrics)
 //   revoke      logout closes that session's socket with 4001, not others
+//   abuse       unmasked / oversized / invalid UTF-8 / reserved-opcode frames and
+//               garbage after the handshake close that socket; the server stays up
 //   liveness    server pings (ping_interval), answers client pings, and a
 //               session outlives server.idle_timeout (MHD's) while alive
 //   stop        SIGTERM closes every socket with 1001 and exits cleanly
+//   end to end  a like (social) becomes a notification (notify) on the post
+//               author's socket, and nobody else's
 //   instances   (distributed only: embedded kv pub/sub is in-process) a second
 //               `--services realtime` process delivers to its own sessions and
 //               closes them on a logout made through the first
@@ -28,10 +32,14 @@
 
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import WebSocket from 'ws';
 
+import { assertValidEvent, loadSchemas, waitFor } from './bus-harness.mjs';
 import { PROFILE, assertError, makeTempDir, rawRequest, removeTempDir, startServer } from './harness.mjs';
+
+const schemas = loadSchemas();
 
 const SERVICES = ['--services', 'identity,realtime,testkit'];
 const WAIT_MS = 10000; // generous: "within a second" in practice, ASan and engines included
@@ -77,11 +85,21 @@ function connect(srv, { token, query = '', headers = {}, viaQuery = false } = {}
             check();
         });
     c.pushes = () => c.events.filter((e) => e.type === 'pl.testkit.push.v1');
+    // every message is a CloudEvent valid against the envelope and its type's schema
+    c.validate = () => {
+        for (const e of c.events) assertValidEvent(schemas, e);
+    };
     c.close = () => {
+        c.validate();
         ws.close(1000);
         return c.closed;
     };
     return c;
+}
+
+async function metric(srv, pattern) {
+    const m = (await srv.get('/metrics')).text;
+    return Number(new RegExp(`^${pattern} (\\d+)$`, 'm').exec(m)[1]);
 }
 
 async function push(srv, userIds, { count = 1, payload = 'hello' } = {}) {
@@ -200,9 +218,12 @@ describe('realtime gateway', () => {
         await b1.until((es) => es.find((e) => e.id === idb), "b's push");
         assert.deepEqual(b1.pushes().map((e) => e.id), [idb], 'B receives only its own events');
         assert.ok(!a1.events.some((e) => e.id === idb) && !a2.events.some((e) => e.id === idb));
-        // one event for both users: each gets it once
-        const [both] = await push(srv, [a.user.id, b.user.id]);
+        // one event for both users (A listed twice, plus junk): each session gets it once
+        const [both] = await push(srv, [a.user.id, b.user.id, a.user.id, 'not-a-user']);
         for (const c of [a1, a2, b1]) await c.until((es) => es.find((e) => e.id === both), 'the shared push');
+        const [after] = await push(srv, [a.user.id]);
+        for (const c of [a1, a2]) await c.until((es) => es.find((e) => e.id === after), 'the push after it');
+        for (const c of [a1, a2, b1]) assert.equal(c.events.filter((e) => e.id === both).length, 1, 'exactly once');
         await Promise.all([a1.close(), a2.close(), b1.close()]);
     });
 
@@ -270,6 +291,7 @@ describe('realtime gateway', () => {
         assert.equal(res.status, 204, res.text);
         const closed = await c1.closed;
         assert.equal(closed.code, 4001);
+        c1.validate();
         // the other login session still receives
         const [id] = await push(srv, [u.user.id]);
         await c2.until((es) => es.find((e) => e.id === id), 'a push after the logout');
@@ -278,6 +300,49 @@ describe('realtime gateway', () => {
         const again = await rawUpgrade(srv.port, { headers: { Authorization: `Bearer ${u.token}`, ...upgradeHeaders() } });
         assert.equal(again.status, 401);
         await c2.close();
+    });
+
+    test('protocol abuse after the handshake closes that socket only', async () => {
+        // a raw client: handshake, then bytes no WebSocket client may send
+        const abuse = (bytes) =>
+            new Promise((resolve, reject) => {
+                const sock = net.connect({ host: '127.0.0.1', port: srv.port });
+                let buf = Buffer.alloc(0);
+                let upgraded = false;
+                const timer = setTimeout(() => reject(new Error('the server kept the socket open')), WAIT_MS);
+                sock.on('connect', () =>
+                    sock.write(
+                        `GET /api/v1/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${a.token}\r\n` +
+                            Object.entries(upgradeHeaders()).map(([k, v]) => `${k}: ${v}\r\n`).join('') + '\r\n',
+                    ),
+                );
+                sock.on('data', (d) => {
+                    buf = Buffer.concat([buf, d]);
+                    if (!upgraded && buf.includes('\r\n\r\n')) {
+                        upgraded = true;
+                        assert.match(buf.toString('latin1'), /^HTTP\/1\.1 101/);
+                        sock.write(bytes);
+                    }
+                });
+                sock.on('error', () => {});
+                sock.on('close', () => {
+                    clearTimeout(timer);
+                    resolve(buf);
+                });
+            });
+        const masked = (opcode, payload, lenBytes) => Buffer.concat([Buffer.from([0x80 | opcode]), lenBytes, Buffer.alloc(4), payload]);
+        const cases = [
+            Buffer.from([0x81, 0x05, 0x68, 0x65, 0x6c, 0x6c, 0x6f]), // unmasked client frame
+            masked(0x1, Buffer.alloc(0), Buffer.from([0xff, 0, 0, 0, 0, 0, 0x10, 0, 0])), // claims 1 MiB > the 4 KiB limit
+            masked(0x1, Buffer.from([0xc3, 0x28]), Buffer.from([0x82])), // invalid UTF-8 text
+            masked(0x3, Buffer.from('x'), Buffer.from([0x81])), // reserved opcode
+            randomBytes(64),
+        ];
+        await Promise.all(cases.map(abuse));
+        await srv.assertHealthy();
+        const c = connect(srv, { token: a.token });
+        await c.ready;
+        await c.close();
     });
 
     test('pings: a client ping is answered', async () => {
@@ -294,77 +359,104 @@ describe('realtime gateway', () => {
     });
 });
 
-describe('realtime gateway: configured', () => {
-    test('server pings every ping_interval and a live session outlives server.idle_timeout', async () => {
-        const srv = await startServer({
+// One server for the tests that need small limits (starting servers is what
+// costs time on the distributed profile).
+describe('realtime gateway: small limits', () => {
+    let srv;
+    before(async () => {
+        srv = await startServer({
             args: SERVICES,
-            env: { PULSE_SERVICE_REALTIME_PING_INTERVAL: '1s', PULSE_SERVER_IDLE_TIMEOUT: '2s' },
+            env: {
+                PULSE_SERVICE_REALTIME_PING_INTERVAL: '1s',
+                PULSE_SERVER_IDLE_TIMEOUT: '2s',
+                PULSE_SERVICE_REALTIME_SEND_QUEUE_MAX: '2',
+                PULSE_SERVICE_REALTIME_SEND_BUFFER: '4096',
+                PULSE_SERVER_CONNECTION_MEMORY: '8KiB',
+            },
         });
-        try {
-            const u = await srv.session();
-            const c = connect(srv, { token: u.token });
-            await c.ready;
-            let pings = 0;
-            c.ws.on('ping', () => pings++);
-            await new Promise((r) => setTimeout(r, 3500)); // past MHD's idle timeout
-            assert.ok(pings >= 1, 'the server pinged');
-            assert.equal(c.ws.readyState, WebSocket.OPEN, 'an upgraded session is not MHD idle-timed out');
-            const [id] = await push(srv, [u.user.id]);
-            await c.until((es) => es.find((e) => e.id === id), 'a push after the idle period');
-            await c.close();
-            await srv.stopClean();
-        } finally {
-            await srv.cleanup();
-        }
+    });
+    after(async () => {
+        await srv?.cleanup();
+    });
+
+    test('server pings every ping_interval and a live session outlives server.idle_timeout', async () => {
+        const u = await srv.session();
+        const c = connect(srv, { token: u.token });
+        await c.ready;
+        let pings = 0;
+        c.ws.on('ping', () => pings++);
+        await new Promise((r) => setTimeout(r, 3500)); // past MHD's idle timeout
+        assert.ok(pings >= 1, 'the server pinged');
+        assert.equal(c.ws.readyState, WebSocket.OPEN, 'an upgraded session is not MHD idle-timed out');
+        const [id] = await push(srv, [u.user.id]);
+        await c.until((es) => es.find((e) => e.id === id), 'a push after the idle period');
+        await c.close();
+    });
+
+    test('a gateway process with a small connection pool (server.connection_memory) serves sessions', async () => {
+        const u = await srv.session();
+        const c = connect(srv, { token: u.token });
+        await c.ready;
+        const [id] = await push(srv, [u.user.id]);
+        await c.until((es) => es.find((e) => e.id === id), 'the push');
+        // headers beyond the pool: libmicrohttpd answers them itself, still a 4xx (or a close), never a crash
+        const big = await rawUpgrade(srv.port, { headers: { ...upgradeHeaders(), 'X-Pad': 'p'.repeat(12000) } });
+        assert.ok(big.status === undefined || (big.status >= 400 && big.status < 500), `got ${big.status}`);
+        await c.close();
     });
 
     test('a client that stops reading gets a dropped notice accounting for every dropped event', async () => {
-        const srv = await startServer({
-            args: SERVICES,
-            env: { PULSE_SERVICE_REALTIME_SEND_QUEUE_MAX: '2', PULSE_SERVICE_REALTIME_SEND_BUFFER: '4096' },
-        });
-        try {
-            const u = await srv.session();
-            const watch = connect(srv, { token: u.token });
-            const slow = connect(srv, { token: u.token });
-            await Promise.all([watch.ready, slow.ready]);
-            slow.ws._socket.pause(); // stop reading: the kernel buffers fill, then the queue
-            const N = 150;
-            const ids = await push(srv, [u.user.id], { count: N, payload: 'x'.repeat(16384) });
-            const notices = (c) => c.events.filter((e) => e.type === 'pl.realtime.dropped.v1');
-            const accounted = (c) => c.pushes().length + notices(c).reduce((n, e) => n + e.data.count, 0);
-            // the watcher (a reading client, though with the same tiny queue) has
-            // every event or its notice: the hub has applied every publish to both
-            await watch.until(() => accounted(watch) === N, 'every event at the watcher');
-            slow.ws._socket.resume();
-            await slow.until(() => accounted(slow) === N, 'every event received or reported dropped');
-            assert.ok(notices(slow).length >= 1, 'at least one dropped notice');
-            const got = slow.pushes().map((e) => e.id);
-            assert.equal(new Set(got).size, got.length, 'no duplicate');
-            const pos = got.map((id) => ids.indexOf(id));
-            assert.deepEqual(pos, [...pos].sort((x, y) => x - y), 'what arrives keeps its order');
-            for (const n of notices(slow)) {
-                assert.ok(n.data.count > 0);
-                assert.ok(ids.includes(n.data.first_id) && ids.includes(n.data.last_id));
-                assert.ok(!got.includes(n.data.first_id) && !got.includes(n.data.last_id), 'a dropped event is not delivered');
-            }
-            const m = (await srv.get('/metrics')).text;
-            const dropped = Number(/pulse_ws_frames_dropped_total\{hub="realtime"\} (\d+)/.exec(m)[1]);
-            assert.equal(dropped, 2 * N - got.length - watch.pushes().length, 'the metric counts every drop');
-            await Promise.all([slow.close(), watch.close()]);
-            await srv.stopClean();
-        } finally {
-            await srv.cleanup();
+        const u = await srv.session();
+        const watch = connect(srv, { token: u.token });
+        const slow = connect(srv, { token: u.token });
+        await Promise.all([watch.ready, slow.ready]);
+        const droppedBefore = await metric(srv, 'pulse_ws_frames_dropped_total\\{hub="realtime"\\}');
+        slow.ws._socket.pause(); // stop reading: the kernel buffers fill, then the queue
+        const N = 150;
+        const ids = await push(srv, [u.user.id], { count: N, payload: 'x'.repeat(16384) });
+        const notices = (c) => c.events.filter((e) => e.type === 'pl.realtime.dropped.v1');
+        const accounted = (c) => c.pushes().length + notices(c).reduce((n, e) => n + e.data.count, 0);
+        // the watcher (a reading client, though with the same tiny queue) has
+        // every event or its notice: the hub has applied every publish to both
+        await watch.until(() => accounted(watch) === N, 'every event at the watcher');
+        slow.ws._socket.resume();
+        await slow.until(() => accounted(slow) === N, 'every event received or reported dropped');
+        assert.ok(notices(slow).length >= 1, 'at least one dropped notice');
+        slow.validate();
+        watch.validate();
+        const got = slow.pushes().map((e) => e.id);
+        assert.equal(new Set(got).size, got.length, 'no duplicate');
+        const pos = got.map((id) => ids.indexOf(id));
+        assert.deepEqual(pos, [...pos].sort((x, y) => x - y), 'what arrives keeps its order');
+        for (const n of notices(slow)) {
+            assert.ok(n.data.count > 0);
+            assert.ok(ids.includes(n.data.first_id) && ids.includes(n.data.last_id));
+            assert.ok(!got.includes(n.data.first_id) && !got.includes(n.data.last_id), 'a dropped event is not delivered');
         }
+        const dropped = (await metric(srv, 'pulse_ws_frames_dropped_total\\{hub="realtime"\\}')) - droppedBefore;
+        assert.equal(dropped, 2 * N - got.length - watch.pushes().length, 'the metric counts every drop');
+        await Promise.all([slow.close(), watch.close()]);
     });
 
+    test('SIGTERM closes every session with 1001 and exits cleanly', async () => {
+        const u = await srv.session();
+        const cs = [connect(srv, { token: u.token }), connect(srv, { token: u.token })];
+        await Promise.all(cs.map((c) => c.ready));
+        const stopped = srv.stopClean();
+        const closes = await Promise.all(cs.map((c) => c.closed));
+        for (const cl of closes) assert.equal(cl.code, 1001);
+        await stopped;
+    });
+});
+
+describe('realtime gateway: stalled client', () => {
     test('a client that stays connected but never reads is closed as too slow (4008)', async () => {
         const srv = await startServer({
             args: SERVICES,
             env: {
                 PULSE_SERVICE_REALTIME_SEND_QUEUE_MAX: '2',
                 PULSE_SERVICE_REALTIME_SEND_BUFFER: '4096',
-                PULSE_SERVICE_REALTIME_IDLE_TIMEOUT: '2s',
+                PULSE_SERVICE_REALTIME_IDLE_TIMEOUT: '1s',
             },
         });
         try {
@@ -389,21 +481,6 @@ describe('realtime gateway: configured', () => {
             stuck.ws._socket.resume();
             await stuck.closed; // the socket is gone (the close frame itself may not fit)
             await srv.stopClean();
-        } finally {
-            await srv.cleanup();
-        }
-    });
-
-    test('SIGTERM closes every session with 1001 and exits cleanly', async () => {
-        const srv = await startServer({ args: SERVICES });
-        try {
-            const u = await srv.session();
-            const cs = [connect(srv, { token: u.token }), connect(srv, { token: u.token })];
-            await Promise.all(cs.map((c) => c.ready));
-            const stopped = srv.stopClean();
-            const closes = await Promise.all(cs.map((c) => c.closed));
-            for (const cl of closes) assert.equal(cl.code, 1001);
-            await stopped;
         } finally {
             await srv.cleanup();
         }
@@ -437,6 +514,44 @@ describe('realtime gateway: several instances', () => {
             await two?.cleanup();
             await one?.cleanup();
             await removeTempDir(dir);
+        }
+    });
+});
+
+describe('realtime gateway: end to end', () => {
+    test('a like becomes a notification on the author\'s socket, and nobody else\'s', async () => {
+        const srv = await startServer({ args: ['--services', 'identity,social,notify,realtime'] });
+        try {
+            const author = await srv.session();
+            const fan = await srv.session();
+            const ca = connect(srv, { token: author.token });
+            const cf = connect(srv, { token: fan.token });
+            await Promise.all([ca.ready, cf.ready]);
+            // social learns about new users from identity's events: retry until it has
+            const post = await waitFor(async () => {
+                const r = await srv.post('/api/v1/posts', { text: 'hello campus', visibility: 'public' }, { token: author.token });
+                return r.status === 201 ? r.body : null;
+            }, { what: 'the post' });
+            await waitFor(async () => {
+                const r = await srv.post(`/api/v1/posts/${post.id}/like`, undefined, { token: fan.token });
+                return r.status < 300;
+            }, { what: 'the like' });
+            const ev = await ca.until(
+                (es) => es.find((e) => e.type === 'pl.notify.notification_created.v1' && e.data.object_id === post.id),
+                'the like notification',
+            );
+            assert.equal(ev.source, '/pulse/notify');
+            assert.equal(ev.data.user_id, author.user.id);
+            assert.equal(ev.data.kind, 'like');
+            assert.deepEqual(ev.data.actor_ids, [fan.user.id]);
+            // the same notification is in the author's inbox over REST
+            const inbox = await srv.get('/api/v1/notifications?limit=10', { token: author.token });
+            assert.ok(inbox.body.items.some((n) => n.id === ev.data.notification_id), inbox.text);
+            assert.ok(!cf.events.some((e) => e.type.startsWith('pl.notify.')), 'the liker gets no notification');
+            await Promise.all([ca.close(), cf.close()]);
+            await srv.stopClean();
+        } finally {
+            await srv.cleanup();
         }
     });
 });

@@ -46,21 +46,35 @@ static const char *str(const json_t *data, const char *key)
 
 /* ---- the trail consumer ------------------------------------------------------ */
 
+/* What the trail records, as data: the event type, the action it is filed
+ * under, and which data members name the actor (NULL: the system acted, or
+ * the subject acted on itself when actor_is_subject) and the subject. */
+static const struct trail_rule {
+    const char *type, *action, *actor, *subject;
+    bool actor_is_subject;
+} trail_rules[] = {
+    {"pl.identity.user_registered.v1", "account_created", NULL, "user_id", true},
+    {"pl.identity.role_changed.v1", "role_changed", "changed_by", "user_id", false},
+    {"pl.commerce.payment_captured.v1", "payment_captured", "buyer_id", "buyer_id", false},
+    {"pl.commerce.payment_refunded.v1", "payment_refunded", NULL, "buyer_id", false},
+    {"pl.commerce.invoice_issued.v1", "invoice_issued", NULL, "buyer_id", false},
+    {"pl.commerce.order_failed.v1", "order_failed", NULL, "buyer_id", false},
+    {"pl.commerce.saga_needs_attention.v1", "saga_needs_attention", NULL, "buyer_id", false},
+};
+
 static int trail_handle(void *ctx, sql_tx *tx, const cloudevent *ev, pl_error *err)
 {
     (void)ctx;
-    const char *action, *actor = NULL, *subject = str(ev->data, "user_id");
-    if (strcmp(ev->type, "pl.identity.role_changed.v1") == 0) {
-        action = "role_changed";
-        actor = str(ev->data, "changed_by");
-    } else if (strcmp(ev->type, "pl.identity.user_registered.v1") == 0) {
-        action = "account_created";
-        actor = subject;
-    } else {
+    const struct trail_rule *rule = NULL;
+    for (size_t i = 0; i < sizeof trail_rules / sizeof trail_rules[0] && !rule; i++)
+        if (strcmp(ev->type, trail_rules[i].type) == 0)
+            rule = &trail_rules[i];
+    if (!rule)
         return err_set(err, PL_EINVAL, "type", "audit does not record %s", ev->type);
-    }
+    const char *action = rule->action, *subject = str(ev->data, rule->subject);
+    const char *actor = rule->actor_is_subject ? subject : rule->actor ? str(ev->data, rule->actor) : NULL;
     if (!subject)
-        return err_set(err, PL_EINVAL, "data", "%s without data.user_id", ev->type);
+        return err_set(err, PL_EINVAL, "data", "%s without data.%s", ev->type, rule->subject);
     char prev[65] = ZERO_HASH, id[UUID_STR_LEN], hash[65], trace[33] = "";
     /* lock the chain head before reading it */
     int rc = sql_exec(tx, "UPDATE audit_chain SET hash = hash WHERE id = 1", SQL_NOARGS, NULL, err);
@@ -256,7 +270,10 @@ static const http_route audit_routes[] = {
     {"GET", "/api/v1/admin/audit", audit_list, HTTP_AUTH, "the audit trail, newest first (admins)"},
 };
 
-static const char *const trail_types[] = {"pl.identity.role_changed.v1", "pl.identity.user_registered.v1", NULL};
+static const char *const trail_types[] = {
+    "pl.identity.role_changed.v1",     "pl.identity.user_registered.v1",  "pl.commerce.payment_captured.v1",
+    "pl.commerce.payment_refunded.v1", "pl.commerce.invoice_issued.v1",   "pl.commerce.order_failed.v1",
+    "pl.commerce.saga_needs_attention.v1", NULL};
 static const char *const directory_types[] = {"pl.identity.user_registered.v1", "pl.identity.profile_updated.v1",
                                               "pl.identity.role_changed.v1", NULL};
 

@@ -79,9 +79,9 @@ static ws_frame *control_frame(const char *type, const char *user_id, json_t *da
     char id[40], now[40];
     uuid7_new(id);
     time_rfc3339(time_now_ms(), now, sizeof now);
-    json_t *ev = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:o}", "specversion", "1.0", "id", id, "source",
+    json_t *ev = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:o}", "specversion", "1.0", "id", id, "source",
                            "/pulse/realtime", "type", type, "subject", user_id, "time", now, "datacontenttype",
-                           "application/json", "data", data);
+                           "application/json", "partitionkey", user_id, "data", data);
     char *s = json_compact(ev);
     json_decref(ev);
     ws_frame *f = ws_frame_text(s, strlen(s), NULL);
@@ -256,6 +256,29 @@ static int add_recipient(json_t *to, json_t *v)
     return 0;
 }
 
+static int str_cmp(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+/* Sorted and without repeats: a user listed twice gets the event once. */
+static json_t *unique_sorted(json_t *to)
+{
+    size_t n = json_array_size(to);
+    if (n < 2)
+        return to;
+    const char **v = malloc(n * sizeof *v);
+    if (!v)
+        abort();
+    for (size_t i = 0; i < n; i++)
+        v[i] = json_string_value(json_array_get(to, i));
+    qsort(v, n, sizeof *v, str_cmp);
+    json_t *out = json_array();
+    for (size_t i = 0; i < n; i++)
+        if (i == 0 || strcmp(v[i], v[i - 1]) != 0)
+            json_array_append_new(out, json_string(v[i]));
+    free(v);
+    json_decref(to);
+    return out;
+}
+
 /* The recipients of an event, by its type's contract (docs/EVENTS.md). */
 static json_t *recipients(const cloudevent *ev)
 {
@@ -271,7 +294,7 @@ static json_t *recipients(const cloudevent *ev)
         json_t *v;
         json_array_foreach(json_object_get(d, list), i, v) add_recipient(to, v);
     }
-    return to;
+    return unique_sorted(to);
 }
 
 static int deliver_handle(void *ud, sql_tx *tx, const cloudevent *ev, pl_error *err)
@@ -298,9 +321,10 @@ static int deliver_handle(void *ud, sql_tx *tx, const cloudevent *ev, pl_error *
     json_t *data = json_deep_copy(ev->data);
     json_object_del(data, "user_ids");
     json_object_del(data, "recipient_ids");
-    json_t *out = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:o}", "specversion", "1.0", "id", ev->id, "source",
-                            ev->source, "type", ev->type, "subject", ev->subject, "time", ev->time, "datacontenttype",
-                            "application/json", "data", data);
+    json_t *out = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:o}", "specversion", "1.0", "id", ev->id,
+                            "source", ev->source, "type", ev->type, "subject", ev->subject, "time", ev->time,
+                            "datacontenttype", "application/json", "partitionkey",
+                            ev->partitionkey[0] ? ev->partitionkey : ev->subject, "data", data);
     char *enc = json_compact(out);
     json_decref(out);
     size_t enclen = strlen(enc);
