@@ -27,6 +27,16 @@
     " p.updated_at, (SELECT COUNT(*) FROM social_likes l WHERE l.post_id = p.id AND l.user_id = $1), u.username" \
     " FROM social_posts p LEFT JOIN social_users u ON u.user_id = p.author_id"
 
+/* A newest-first page of posts matching `where` (over social_posts p); a format
+ * for arena_sprintf taking the page size. The size is written into the
+ * statement, not bound: a generic plan that knows "LIMIT 20" walks the
+ * (author_id, id) index backwards, one that sees "LIMIT $n" may sort them all. */
+#define POST_PAGE(where)                                                                                          \
+    "SELECT p.id, p.author_id, p.text, p.course_id, p.visibility, p.like_count, p.comment_count, p.created_at,"  \
+    " p.updated_at, (SELECT COUNT(*) FROM social_likes l WHERE l.post_id = p.id AND l.user_id = $1), u.username" \
+    " FROM (SELECT * FROM social_posts p WHERE " where " ORDER BY p.id DESC LIMIT %ld) p"                        \
+    " LEFT JOIN social_users u ON u.user_id = p.author_id ORDER BY p.id DESC"
+
 static json_t *post_row(sql_rows *r, void *ud)
 {
     (void)ud;
@@ -509,18 +519,22 @@ int social_user_posts(http_req *req, http_res *res)
     /* One statement per shape, no "$n = '' OR ..." tricks: a prepared statement's
      * generic plan on PostgreSQL must still walk (author_id, id) backwards. */
     const char *vis = all ? "followers" : "public";
+    /* The page is chosen first (inner query) and only its rows get liked_by_me and
+     * the author's name: whatever plan the engine picks, the per-row subquery
+     * runs `limit` times, not once per post of the author. */
     if (*cursor)
         rc = social_list(tx,
-                         POST_SELECT " WHERE p.author_id = $2 AND p.visibility IN ('public', $3) AND p.id < $4"
-                                     " ORDER BY p.id DESC LIMIT $5",
-                         SQL_ARGS(SQL_TEXT(viewer), SQL_TEXT(uid), SQL_TEXT(vis), SQL_TEXT(cursor), SQL_INT(limit)),
-                         limit, 0, post_row, NULL, &out, &err);
+                         arena_sprintf(req->arena,
+                                       POST_PAGE("p.author_id = $2 AND p.visibility IN ('public', $3) AND p.id < $4"),
+                                       limit),
+                         SQL_ARGS(SQL_TEXT(viewer), SQL_TEXT(uid), SQL_TEXT(vis), SQL_TEXT(cursor)), limit, 0,
+                         post_row, NULL, &out, &err);
     else
         rc = social_list(tx,
-                         POST_SELECT " WHERE p.author_id = $2 AND p.visibility IN ('public', $3)"
-                                     " ORDER BY p.id DESC LIMIT $4",
-                         SQL_ARGS(SQL_TEXT(viewer), SQL_TEXT(uid), SQL_TEXT(vis), SQL_INT(limit)), limit, 0, post_row,
-                         NULL, &out, &err);
+                         arena_sprintf(req->arena, POST_PAGE("p.author_id = $2 AND p.visibility IN ('public', $3)"),
+                                       limit),
+                         SQL_ARGS(SQL_TEXT(viewer), SQL_TEXT(uid), SQL_TEXT(vis)), limit, 0, post_row, NULL, &out,
+                         &err);
     sql_rollback(tx);
     if (rc)
         return social_store_fail(req, rc, &err);
