@@ -292,13 +292,18 @@ int social_campus_list(http_req *req, http_res *res)
     json_t *out = NULL;
     if ((rc = sql_begin(sv->ctx->sql, SQL_TX_READ, &tx, &err)))
         return social_store_fail(req, rc, &err);
-    /* upcoming: not over yet; soonest first, ties by id */
-    rc = social_list(tx,
-                     CAMPUS_SELECT " WHERE e.ends_ms > $2 AND ($3 = '' OR e.starts_ms > $4 OR (e.starts_ms = $4"
-                                   " AND e.id > $5)) ORDER BY e.starts_ms, e.id LIMIT $6",
-                     SQL_ARGS(SQL_TEXT(req->principal->user_id), SQL_INT(time_now_ms()), SQL_TEXT(cursor),
-                              SQL_INT(c_ms), SQL_TEXT(c_id), SQL_INT(limit)),
-                     limit, 14, campus_row, NULL, &out, &err);
+    /* upcoming: not over yet; soonest first, ties by id (one statement per shape: see social_user_posts) */
+    if (*cursor)
+        rc = social_list(tx,
+                         CAMPUS_SELECT " WHERE e.ends_ms > $2 AND e.starts_ms >= $3 AND (e.starts_ms > $3 OR e.id > $4)"
+                                       " ORDER BY e.starts_ms, e.id LIMIT $5",
+                         SQL_ARGS(SQL_TEXT(req->principal->user_id), SQL_INT(time_now_ms()), SQL_INT(c_ms),
+                                  SQL_TEXT(c_id), SQL_INT(limit)),
+                         limit, 14, campus_row, NULL, &out, &err);
+    else
+        rc = social_list(tx, CAMPUS_SELECT " WHERE e.ends_ms > $2 ORDER BY e.starts_ms, e.id LIMIT $3",
+                         SQL_ARGS(SQL_TEXT(req->principal->user_id), SQL_INT(time_now_ms()), SQL_INT(limit)), limit,
+                         14, campus_row, NULL, &out, &err);
     sql_rollback(tx);
     if (rc)
         return social_store_fail(req, rc, &err);
@@ -521,13 +526,17 @@ int social_attendees(http_req *req, http_res *res)
         return social_store_fail(req, rc, &err);
     rc = campus_load(tx, req->principal->user_id, id, &ev, &err);
     json_decref(ev);
-    if (rc == 1)
-        rc = social_list(tx,
-                         "SELECT r.id, r.user_id, r.status, r.updated_at, u.username, u.display_name FROM social_rsvps r"
-                         " LEFT JOIN social_users u ON u.user_id = r.user_id WHERE r.event_id = $1 AND r.status = $2"
-                         " AND ($3 = '' OR r.id > $3) ORDER BY r.id LIMIT $4",
+#define ATTENDEES                                                                                         \
+    "SELECT r.id, r.user_id, r.status, r.updated_at, u.username, u.display_name FROM social_rsvps r"      \
+    " LEFT JOIN social_users u ON u.user_id = r.user_id WHERE r.event_id = $1 AND r.status = $2"
+    if (rc == 1 && *cursor)
+        rc = social_list(tx, ATTENDEES " AND r.id > $3 ORDER BY r.id LIMIT $4",
                          SQL_ARGS(SQL_TEXT(id), SQL_TEXT(st ? st : "going"), SQL_TEXT(cursor), SQL_INT(limit)), limit,
                          0, attendee_row, NULL, &out, &err);
+    else if (rc == 1)
+        rc = social_list(tx, ATTENDEES " ORDER BY r.id LIMIT $3",
+                         SQL_ARGS(SQL_TEXT(id), SQL_TEXT(st ? st : "going"), SQL_INT(limit)), limit, 0, attendee_row,
+                         NULL, &out, &err);
     else if (rc == 0)
         rc = PL_ENOTFOUND;
     sql_rollback(tx);

@@ -27,6 +27,16 @@
     " p.updated_at, (SELECT COUNT(*) FROM social_likes l WHERE l.post_id = p.id AND l.user_id = $1), u.username" \
     " FROM social_posts p LEFT JOIN social_users u ON u.user_id = p.author_id"
 
+/* A newest-first page of posts matching `where` (over social_posts p); a format
+ * for arena_sprintf taking the page size. The size is written into the
+ * statement, not bound: a generic plan that knows "LIMIT 20" walks the
+ * (author_id, id) index backwards, one that sees "LIMIT $n" may sort them all. */
+#define POST_PAGE(where)                                                                                          \
+    "SELECT p.id, p.author_id, p.text, p.course_id, p.visibility, p.like_count, p.comment_count, p.created_at,"  \
+    " p.updated_at, (SELECT COUNT(*) FROM social_likes l WHERE l.post_id = p.id AND l.user_id = $1), u.username" \
+    " FROM (SELECT * FROM social_posts p WHERE " where " ORDER BY p.id DESC LIMIT %ld) p"                        \
+    " LEFT JOIN social_users u ON u.user_id = p.author_id ORDER BY p.id DESC"
+
 static json_t *post_row(sql_rows *r, void *ud)
 {
     (void)ud;
@@ -506,11 +516,25 @@ int social_user_posts(http_req *req, http_res *res)
         return social_store_fail(req, all, &err);
     }
     json_t *out = NULL;
-    rc = social_list(tx,
-                     POST_SELECT " WHERE p.author_id = $2 AND ($3 = 1 OR p.visibility = 'public')"
-                                 " AND ($4 = '' OR p.id < $4) ORDER BY p.id DESC LIMIT $5",
-                     SQL_ARGS(SQL_TEXT(viewer), SQL_TEXT(uid), SQL_INT(all), SQL_TEXT(cursor), SQL_INT(limit)), limit,
-                     0, post_row, NULL, &out, &err);
+    /* One statement per shape, no "$n = '' OR ..." tricks: a prepared statement's
+     * generic plan on PostgreSQL must still walk (author_id, id) backwards. */
+    const char *vis = all ? "followers" : "public";
+    /* The page is chosen first (inner query) and only its rows get liked_by_me and
+     * the author's name: whatever plan the engine picks, the per-row subquery
+     * runs `limit` times, not once per post of the author. */
+    if (*cursor)
+        rc = social_list(tx,
+                         arena_sprintf(req->arena,
+                                       POST_PAGE("p.author_id = $2 AND p.visibility IN ('public', $3) AND p.id < $4"),
+                                       limit),
+                         SQL_ARGS(SQL_TEXT(viewer), SQL_TEXT(uid), SQL_TEXT(vis), SQL_TEXT(cursor)), limit, 0,
+                         post_row, NULL, &out, &err);
+    else
+        rc = social_list(tx,
+                         arena_sprintf(req->arena, POST_PAGE("p.author_id = $2 AND p.visibility IN ('public', $3)"),
+                                       limit),
+                         SQL_ARGS(SQL_TEXT(viewer), SQL_TEXT(uid), SQL_TEXT(vis)), limit, 0, post_row, NULL, &out,
+                         &err);
     sql_rollback(tx);
     if (rc)
         return social_store_fail(req, rc, &err);
@@ -602,11 +626,13 @@ int social_comments_list(http_req *req, http_res *res)
         return social_store_fail(req, rc, &err);
     rc = post_load(tx, req, id, &post, &err);
     json_decref(post);
-    if (rc == 1)
-        rc = social_list(tx,
-                         COMMENT_SELECT " WHERE c.post_id = $1 AND ($2 = '' OR c.id > $2) ORDER BY c.id LIMIT $3",
+    if (rc == 1 && *cursor)
+        rc = social_list(tx, COMMENT_SELECT " WHERE c.post_id = $1 AND c.id > $2 ORDER BY c.id LIMIT $3",
                          SQL_ARGS(SQL_TEXT(id), SQL_TEXT(cursor), SQL_INT(limit)), limit, 0, comment_row, NULL, &out,
                          &err);
+    else if (rc == 1)
+        rc = social_list(tx, COMMENT_SELECT " WHERE c.post_id = $1 ORDER BY c.id LIMIT $2",
+                         SQL_ARGS(SQL_TEXT(id), SQL_INT(limit)), limit, 0, comment_row, NULL, &out, &err);
     else if (rc == 0)
         rc = PL_ENOTFOUND;
     sql_rollback(tx);
@@ -946,15 +972,25 @@ static int follow_list(http_req *req, http_res *res, bool followers)
         sql_rollback(tx);
         return rc < 0 ? social_store_fail(req, rc, &err) : http_fail(req, PL_ENOTFOUND, NULL, "no such user");
     }
-    const char *sql = followers
-                          ? "SELECT f.id, f.follower_id, f.created_at, u.username, u.display_name FROM social_follows f"
-                            " LEFT JOIN social_users u ON u.user_id = f.follower_id WHERE f.followee_id = $1"
-                            " AND ($2 = '' OR f.id < $2) ORDER BY f.id DESC LIMIT $3"
-                          : "SELECT f.id, f.followee_id, f.created_at, u.username, u.display_name FROM social_follows f"
-                            " LEFT JOIN social_users u ON u.user_id = f.followee_id WHERE f.follower_id = $1"
-                            " AND ($2 = '' OR f.id < $2) ORDER BY f.id DESC LIMIT $3";
-    rc = social_list(tx, sql, SQL_ARGS(SQL_TEXT(uid), SQL_TEXT(cursor), SQL_INT(limit)), limit, 0, follow_row, NULL,
-                     &out, &err);
+    /* who: the other side of the follow; me: the user whose list it is */
+    const char *who = followers ? "follower_id" : "followee_id", *me = followers ? "followee_id" : "follower_id";
+    if (*cursor)
+        rc = social_list(tx,
+                         arena_sprintf(req->arena,
+                                       "SELECT f.id, f.%s, f.created_at, u.username, u.display_name FROM social_follows f"
+                                       " LEFT JOIN social_users u ON u.user_id = f.%s WHERE f.%s = $1 AND f.id < $2"
+                                       " ORDER BY f.id DESC LIMIT $3",
+                                       who, who, me),
+                         SQL_ARGS(SQL_TEXT(uid), SQL_TEXT(cursor), SQL_INT(limit)), limit, 0, follow_row, NULL, &out,
+                         &err);
+    else
+        rc = social_list(tx,
+                         arena_sprintf(req->arena,
+                                       "SELECT f.id, f.%s, f.created_at, u.username, u.display_name FROM social_follows f"
+                                       " LEFT JOIN social_users u ON u.user_id = f.%s WHERE f.%s = $1"
+                                       " ORDER BY f.id DESC LIMIT $2",
+                                       who, who, me),
+                         SQL_ARGS(SQL_TEXT(uid), SQL_INT(limit)), limit, 0, follow_row, NULL, &out, &err);
     sql_rollback(tx);
     if (rc)
         return social_store_fail(req, rc, &err);
