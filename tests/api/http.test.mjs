@@ -348,10 +348,17 @@ describe('http', () => {
     test('/metrics counts requests per route and status, with a latency histogram', async () => {
         for (let i = 0; i < 3; i++) await srv.get('/api/v1/users/01890a5d-ac96-774b-bcce-b302099a8057');
         await srv.get('/api/v1/openapi.json');
-        const res = await srv.get('/metrics');
+        // A request is counted when the server has finished sending it, which may be a moment after the
+        // client has read the whole response (the OpenAPI document is large): read until it is in.
+        let res, text;
+        for (let i = 0; i < 100; i++) {
+            res = await srv.get('/metrics');
+            text = res.text;
+            if (/^pulse_http_requests_total\{method="GET",route="\/api\/v1\/openapi.json",status="200"\} \d+$/m.test(text)) break;
+            await new Promise((r) => setTimeout(r, 20));
+        }
         assert.equal(res.status, 200);
         assert.match(res.headers.get('content-type') || '', /^text\/plain/);
-        const text = res.text;
         assert.match(text, /^# TYPE pulse_http_requests_total counter$/m);
         assert.match(text, /^# TYPE pulse_http_request_duration_seconds histogram$/m);
         const count = (labels) => {

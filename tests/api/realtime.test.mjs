@@ -45,6 +45,8 @@ const SERVICES = ['--services', 'identity,realtime,testkit'];
 const WAIT_MS = 10000; // generous: "within a second" in practice, ASan and engines included
 
 // A connected client: collects every event, exposes ready/closed promises.
+const STAND_IN_ID = '01a20000-0000-7000-8000-000000000000';
+
 function connect(srv, { token, query = '', headers = {}, viaQuery = false } = {}) {
     const qs = new URLSearchParams(query);
     if (viaQuery) qs.set('access_token', token);
@@ -85,9 +87,15 @@ function connect(srv, { token, query = '', headers = {}, viaQuery = false } = {}
             check();
         });
     c.pushes = () => c.events.filter((e) => e.type === 'pl.testkit.push.v1');
-    // every message is a CloudEvent valid against the envelope and its type's schema
+    // every message is a CloudEvent valid against the envelope and its type's schema; a socket copy is
+    // the bus event without its recipient list (user_ids / recipient_ids), so the list is put back
+    // (a stand-in id: the socket does not say which user it is) before validating it as the bus event
     c.validate = () => {
-        for (const e of c.events) assertValidEvent(schemas, e);
+        for (const e of c.events) {
+            const list = { 'pl.messaging.message_sent.v1': 'recipient_ids' }[e.type] ??
+                (['pl.timeline.entries_added.v1', 'pl.testkit.push.v1'].includes(e.type) ? 'user_ids' : null);
+            assertValidEvent(schemas, list ? { ...e, data: { ...e.data, [list]: [STAND_IN_ID] } } : e);
+        }
     };
     c.close = () => {
         c.validate();
