@@ -182,8 +182,6 @@ $(B)/fuzz/%: tests/fuzz/%.c $(FUZZ_SRC)
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(CPPFLAGS) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_SRC) $(LIBS)
 
-# ---- kv store benchmark (bench/kv.sh): the adapter next to redis-benchmark and a raw hiredis fan-out on a Redis
-# it starts itself, and the embedded engine; writes its section of docs/BENCHMARKS.md. Part of `make bench`.
 # ---- social benchmark (bench/social.sh): POST /posts, a page of a user's posts and RSVPs on one event on
 # PostgreSQL, next to pgbench running the same statements; writes its section of docs/BENCHMARKS.md.
 .PHONY: bench-social
@@ -192,6 +190,8 @@ bench-social: setup
 	@$(MAKE) --no-print-directory -j$(JOBS) $(B)/pulse
 	B=$(B) bash bench/social.sh
 
+# ---- kv store benchmark (bench/kv.sh): the adapter next to redis-benchmark and a raw hiredis fan-out on a Redis
+# it starts itself, and the embedded engine; writes its section of docs/BENCHMARKS.md. Part of `make bench`.
 .PHONY: bench-kv
 bench: bench-kv
 bench-kv: setup

@@ -503,6 +503,19 @@ describe('social', () => {
             assert.equal(e.source, '/pulse/social');
             types.add(e.type);
         }
+        // and the schemas are strict enough to catch a broken event
+        const broken = (type, fn, why) => {
+            const e = structuredClone(evs.find((x) => x.type === type));
+            fn(e);
+            assert.equal(schemas.validatorFor(e).validate(e), false, `${type} schema should reject ${why}`);
+        };
+        broken('pl.social.post_created.v1', (e) => (e.data.extra = 1), 'an unknown data member');
+        broken('pl.social.post_created.v1', (e) => (e.data.visibility = 'friends'), 'an unknown visibility');
+        broken('pl.social.post_created.v1', (e) => (e.data.text = 'x'.repeat(5001)), 'text over 5000 code points');
+        broken('pl.social.post_liked.v1', (e) => delete e.data.post_author_id, 'a missing post_author_id');
+        broken('pl.social.rsvp_changed.v1', (e) => (e.data.status = 'cancel'), 'the request verb as a status');
+        broken('pl.social.comment_created.v1', (e) => (e.data.peer_review = 'yes'), 'a non-boolean peer_review');
+        broken('pl.social.user_followed.v1', (e) => (e.source = '/pulse/identity'), 'another source');
         for (const t of ['post_created', 'post_updated', 'post_deleted', 'comment_created', 'comment_updated', 'comment_deleted',
             'post_liked', 'post_unliked', 'user_followed', 'user_unfollowed', 'campus_event_created', 'campus_event_updated',
             'campus_event_deleted', 'rsvp_changed'])
