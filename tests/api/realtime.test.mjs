@@ -44,9 +44,9 @@ const schemas = loadSchemas();
 const SERVICES = ['--services', 'identity,realtime,testkit'];
 const WAIT_MS = 10000; // generous: "within a second" in practice, ASan and engines included
 
-// A connected client: collects every event, exposes ready/closed promises.
 const STAND_IN_ID = '01a20000-0000-7000-8000-000000000000';
 
+// A connected client: collects every event, exposes ready/closed promises.
 function connect(srv, { token, query = '', headers = {}, viaQuery = false } = {}) {
     const qs = new URLSearchParams(query);
     if (viaQuery) qs.set('access_token', token);
