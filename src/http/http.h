@@ -18,6 +18,7 @@
 
 #include "core/arena.h"
 #include "core/err.h"
+#include "core/json.h"
 
 #include <jansson.h>
 #include <stdbool.h>
@@ -105,6 +106,14 @@ const char *http_query(const http_req *req, const char *name);
  * and returns PL_EBADJSON (or PL_EMEDIATYPE when Content-Type is not JSON).
  * *out is a new reference the caller must decref. */
 int http_json_body(http_req *req, json_t **out);
+
+/* The start of every handler that takes a JSON body: http_json_body, then a
+ * validator over it (core/json.h) that allows only the `allowed` members.
+ * 0, or the http_json_body error (already recorded on req; *body NULL). */
+int http_json_fields(http_req *req, jv *v, json_t **body, const char *const *allowed);
+/* Answers 400 validation_failed with the validator's field errors, frees v
+ * and body (a reference the caller owned), and returns the code. */
+int http_fail_fields(http_req *req, jv *v, json_t *body);
 
 /* Records an error for the server to render and returns code.
  * `fields` is stolen (may be NULL); `fmt` may be NULL for the default message. */

@@ -138,6 +138,24 @@ int http_json_body(http_req *req, json_t **out)
     return 0;
 }
 
+int http_json_fields(http_req *req, jv *v, json_t **body, const char *const *allowed)
+{
+    int rc = http_json_body(req, body);
+    if (rc)
+        return rc;
+    jv_init(v, *body);
+    jv_only(v, allowed);
+    return 0;
+}
+
+int http_fail_fields(http_req *req, jv *v, json_t *body)
+{
+    int rc = http_fail(req, PL_EINVAL, jv_take_fields(v), "the request has invalid fields");
+    jv_free(v);
+    json_decref(body);
+    return rc;
+}
+
 static void res_set_body(http_res *res, char *body, size_t len)
 {
     free(res->body);

@@ -26,24 +26,6 @@
 
 /* ---- request plumbing ---------------------------------------------------------------- */
 
-static int body_begin(http_req *req, jv *v, json_t **body, const char *const *allowed)
-{
-    int rc = http_json_body(req, body);
-    if (rc)
-        return rc;
-    jv_init(v, *body);
-    jv_only(v, allowed);
-    return 0;
-}
-
-static int body_fail(http_req *req, jv *v, json_t *body)
-{
-    int rc = http_fail(req, PL_EINVAL, jv_take_fields(v), "the request has invalid fields");
-    jv_free(v);
-    json_decref(body);
-    return rc;
-}
-
 static void body_end(jv *v, json_t *body)
 {
     jv_free(v);
@@ -245,7 +227,7 @@ int courses_create(http_req *req, http_res *res)
                                           "currency", "capacity", "published", NULL};
     json_t *body, *tags = NULL;
     jv v;
-    int rc = body_begin(req, &v, &body, allowed);
+    int rc = http_json_fields(req, &v, &body, allowed);
     if (rc)
         return rc;
     course c = {.teacher_id = req->principal->user_id, .description = ""};
@@ -254,7 +236,7 @@ int courses_create(http_req *req, http_res *res)
     course_fields(&v, &c, &tags, req->arena);
     if (!jv_ok(&v)) {
         json_decref(tags);
-        return body_fail(req, &v, body);
+        return http_fail_fields(req, &v, body);
     }
     body_end(&v, body);
     if (!tags)
@@ -290,7 +272,7 @@ int courses_patch(http_req *req, http_res *res)
                                           "currency", "capacity", "published", NULL};
     json_t *body, *tags = NULL;
     jv v;
-    int rc = body_begin(req, &v, &body, allowed);
+    int rc = http_json_fields(req, &v, &body, allowed);
     if (rc)
         return rc;
     pl_error err = {0};
@@ -312,7 +294,7 @@ int courses_patch(http_req *req, http_res *res)
     if (!jv_ok(&v)) {
         sql_rollback(tx);
         json_decref(tags);
-        return body_fail(req, &v, body);
+        return http_fail_fields(req, &v, body);
     }
     body_end(&v, body);
     if (!tags)
@@ -472,12 +454,12 @@ int courses_faults(http_req *req, http_res *res)
     json_t *body;
     jv v;
     bool fail = false;
-    int rc = body_begin(req, &v, &body, allowed);
+    int rc = http_json_fields(req, &v, &body, allowed);
     if (rc)
         return rc;
     jv_bool(&v, "fail_access_grant", true, &fail);
     if (!jv_ok(&v))
-        return body_fail(req, &v, body);
+        return http_fail_fields(req, &v, body);
     body_end(&v, body);
     pl_error err = {0};
     sql_tx *tx;
@@ -603,13 +585,13 @@ int lessons_create(http_req *req, http_res *res)
     static const char *const allowed[] = {"title", "content", NULL};
     json_t *body;
     jv v;
-    int rc = body_begin(req, &v, &body, allowed);
+    int rc = http_json_fields(req, &v, &body, allowed);
     if (rc)
         return rc;
     const char *title = jv_str(&v, "title", true, 1, TITLE_MAX);
     const char *content = jv_str(&v, "content", false, 0, LESSON_CONTENT_MAX);
     if (!jv_ok(&v))
-        return body_fail(req, &v, body);
+        return http_fail_fields(req, &v, body);
     title = arena_strdup(req->arena, title);
     content = arena_strdup(req->arena, content ? content : "");
     body_end(&v, body);
@@ -660,7 +642,7 @@ int lessons_patch(http_req *req, http_res *res)
     static const char *const allowed[] = {"title", "content", NULL};
     json_t *body;
     jv v;
-    int rc = body_begin(req, &v, &body, allowed);
+    int rc = http_json_fields(req, &v, &body, allowed);
     if (rc)
         return rc;
     const char *title = jv_str(&v, "title", false, 1, TITLE_MAX);
@@ -668,7 +650,7 @@ int lessons_patch(http_req *req, http_res *res)
     if (json_is_null(json_object_get(body, "title")) || json_is_null(json_object_get(body, "content")))
         jv_fail(&v, json_is_null(json_object_get(body, "title")) ? "title" : "content", "must not be null");
     if (!jv_ok(&v))
-        return body_fail(req, &v, body);
+        return http_fail_fields(req, &v, body);
     title = title ? arena_strdup(req->arena, title) : NULL;
     content = content ? arena_strdup(req->arena, content) : NULL;
     body_end(&v, body);
@@ -733,7 +715,7 @@ int lessons_reorder(http_req *req, http_res *res)
     static const char *const allowed[] = {"lesson_ids", NULL};
     json_t *body;
     jv v;
-    int rc = body_begin(req, &v, &body, allowed);
+    int rc = http_json_fields(req, &v, &body, allowed);
     if (rc)
         return rc;
     json_t *ids = json_object_get(body, "lesson_ids");
@@ -747,7 +729,7 @@ int lessons_reorder(http_req *req, http_res *res)
     if (!ok)
         jv_fail(&v, "lesson_ids", "must be an array of distinct lesson ids");
     if (!jv_ok(&v))
-        return body_fail(req, &v, body);
+        return http_fail_fields(req, &v, body);
     jv_free(&v);
     sql_tx *tx;
     course c;

@@ -14,14 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int body_fail(http_req *req, jv *v, json_t *body)
-{
-    int rc = http_fail(req, PL_EINVAL, jv_take_fields(v), "the request has invalid fields");
-    jv_free(v);
-    json_decref(body);
-    return rc;
-}
-
 /* Begins tx and loads the course visible to the caller: 1, or <0 recorded (tx ended). */
 static int begin_course(http_req *req, int flags, sql_tx **tx, course *c)
 {
@@ -305,7 +297,7 @@ int quizzes_create(http_req *req, http_res *res)
     json_object_foreach(fields, k, m) jv_fail(&v, k, json_string_value(m));
     json_decref(fields);
     if (!jv_ok(&v))
-        return body_fail(req, &v, body);
+        return http_fail_fields(req, &v, body);
     sql_tx *tx;
     course c;
     if ((rc = begin_course(req, SQL_TX_WRITE, &tx, &c)) != 1) {
@@ -455,7 +447,7 @@ int quizzes_submit(http_req *req, http_res *res)
     if (!json_object_get(body, "answers"))
         jv_fail(&v, "answers", "is required");
     if (!jv_ok(&v))
-        return body_fail(req, &v, body);
+        return http_fail_fields(req, &v, body);
     const char *uid = req->principal->user_id;
     sql_tx *tx;
     course c;
@@ -491,7 +483,7 @@ int quizzes_submit(http_req *req, http_res *res)
         json_t *m;
         json_object_foreach(fields, k, m) jv_fail(&v, k, json_string_value(m));
         json_decref(fields);
-        return body_fail(req, &v, body);
+        return http_fail_fields(req, &v, body);
     }
     json_decref(fields);
     rc = 0;

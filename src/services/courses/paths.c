@@ -76,14 +76,6 @@ static json_t *path_json(const path *p, json_t *courses_or_ids, bool full)
                      p->created_at, "updated_at", p->updated_at);
 }
 
-static int body_fail(http_req *req, jv *v, json_t *body)
-{
-    int rc = http_fail(req, PL_EINVAL, jv_take_fields(v), "the request has invalid fields");
-    jv_free(v);
-    json_decref(body);
-    return rc;
-}
-
 /* Checks course_ids (shape, and that each is a course the caller may see). */
 static void check_course_ids(jv *v, sql_tx *tx, arena *a, const principal *p, int *store_rc, pl_error *err)
 {
@@ -151,7 +143,7 @@ static int path_save(http_req *req, http_res *res, const char *id_param)
     if (id_param && (json_is_null(json_object_get(body, "title")) || json_is_null(json_object_get(body, "description"))))
         jv_fail(&v, json_is_null(json_object_get(body, "title")) ? "title" : "description", "must not be null");
     if (!jv_ok(&v))
-        return body_fail(req, &v, body);
+        return http_fail_fields(req, &v, body);
     pl_error err = {0};
     sql_tx *tx;
     if ((rc = sql_begin(cs->ctx->sql, SQL_TX_WRITE, &tx, &err))) {
@@ -181,7 +173,7 @@ static int path_save(http_req *req, http_res *res, const char *id_param)
             json_decref(body);
             return courses_store_fail(req, store_rc, &err);
         }
-        return body_fail(req, &v, body);
+        return http_fail_fields(req, &v, body);
     }
     char now[32];
     courses_now(now);

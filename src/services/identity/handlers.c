@@ -25,25 +25,6 @@ json_t *user_private_json(const user *u)
     return j;
 }
 
-/* Parses the JSON body and checks that only `allowed` keys are present. */
-static int body_begin(http_req *req, jv *v, json_t **body, const char *const *allowed)
-{
-    int rc = http_json_body(req, body);
-    if (rc)
-        return rc;
-    jv_init(v, *body);
-    jv_only(v, allowed);
-    return 0;
-}
-
-static int body_fail(http_req *req, jv *v, json_t *body)
-{
-    int rc = http_fail(req, PL_EINVAL, jv_take_fields(v), "the request has invalid fields");
-    jv_free(v);
-    json_decref(body);
-    return rc;
-}
-
 /* A store failure: conflicts and unavailability pass through, the rest is internal. */
 static int store_fail(http_req *req, int rc, const pl_error *err)
 {
@@ -62,7 +43,7 @@ int identity_register(http_req *req, http_res *res)
     static const char *const allowed[] = {"email", "username", "password", "display_name", NULL};
     json_t *body;
     jv v;
-    int rc = body_begin(req, &v, &body, allowed);
+    int rc = http_json_fields(req, &v, &body, allowed);
     if (rc)
         return rc;
     const char *email = jv_str(&v, "email", true, 3, IDENTITY_EMAIL_MAX);
@@ -79,7 +60,7 @@ int identity_register(http_req *req, http_res *res)
     if (display && (why = identity_check_display_name(display)))
         jv_fail(&v, "display_name", why);
     if (!jv_ok(&v))
-        return body_fail(req, &v, body);
+        return http_fail_fields(req, &v, body);
     registration *r = arena_alloc(req->arena, sizeof *r);
     r->email = arena_strdup(req->arena, email);
     r->username = arena_strdup(req->arena, username);
@@ -156,13 +137,13 @@ int identity_login(http_req *req, http_res *res)
     static const char *const allowed[] = {"login", "password", NULL};
     json_t *body;
     jv v;
-    int rc = body_begin(req, &v, &body, allowed);
+    int rc = http_json_fields(req, &v, &body, allowed);
     if (rc)
         return rc;
     const char *login_in = jv_str(&v, "login", true, 1, IDENTITY_EMAIL_MAX);
     const char *password = jv_str(&v, "password", true, 1, IDENTITY_PASSWORD_MAX);
     if (!jv_ok(&v))
-        return body_fail(req, &v, body);
+        return http_fail_fields(req, &v, body);
     credentials *c = arena_alloc(req->arena, sizeof *c);
     c->login = arena_strdup(req->arena, login_in);
     c->password = arena_strdup(req->arena, password);
@@ -320,7 +301,7 @@ int identity_me_patch(http_req *req, http_res *res)
     static const char *const allowed[] = {"display_name", "bio", NULL};
     json_t *body;
     jv v;
-    int rc = body_begin(req, &v, &body, allowed);
+    int rc = http_json_fields(req, &v, &body, allowed);
     if (rc)
         return rc;
     const char *display = jv_str(&v, "display_name", false, 0, 1000);
@@ -331,7 +312,7 @@ int identity_me_patch(http_req *req, http_res *res)
     if (bio && utf8_len(bio) > IDENTITY_BIO_MAX)
         jv_fail(&v, "bio", "must be at most 500 characters");
     if (!jv_ok(&v))
-        return body_fail(req, &v, body);
+        return http_fail_fields(req, &v, body);
     display = display ? arena_strdup(req->arena, display) : NULL;
     bio = bio ? arena_strdup(req->arena, bio) : NULL;
     jv_free(&v);
@@ -394,14 +375,14 @@ int identity_user_role(http_req *req, http_res *res)
     static const char *const allowed[] = {"role", NULL};
     json_t *body;
     jv v;
-    int rc = body_begin(req, &v, &body, allowed);
+    int rc = http_json_fields(req, &v, &body, allowed);
     if (rc)
         return rc;
     const char *role = jv_str(&v, "role", true, 1, 16);
     if (role && !identity_role_valid(role))
         jv_fail(&v, "role", "must be student, teacher or admin");
     if (!jv_ok(&v))
-        return body_fail(req, &v, body);
+        return http_fail_fields(req, &v, body);
     role = arena_strdup(req->arena, role);
     jv_free(&v);
     json_decref(body);

@@ -59,14 +59,6 @@ static int body_parse(http_req *req, jv *v, json_t **body, const char *const *al
     return 0;
 }
 
-static int body_fail(http_req *req, jv *v, json_t *body)
-{
-    int rc = http_fail(req, PL_EINVAL, jv_take_fields(v), "the request has invalid fields");
-    jv_free(v);
-    json_decref(body);
-    return rc;
-}
-
 static int limit_arg(http_req *req, long def, long *out)
 {
     const char *ls = http_query(req, "limit");
@@ -249,7 +241,7 @@ int msg_conv_create(http_req *req, http_res *res)
     }
     if (!jv_ok(&v)) {
         json_decref(members);
-        return body_fail(req, &v, body);
+        return http_fail_fields(req, &v, body);
     }
     pl_error err = {0};
     json_t *view = NULL;
@@ -411,7 +403,7 @@ int msg_send(http_req *req, http_res *res)
     if (key && (why = msg_check_idem_key(key)))
         jv_fail(&v, "Idempotency-Key", why);
     if (!jv_ok(&v))
-        return body_fail(req, &v, body);
+        return http_fail_fields(req, &v, body);
     if (!uuid_valid(cid)) {
         jv_free(&v);
         json_decref(body);
@@ -658,7 +650,7 @@ int msg_member_add(http_req *req, http_res *res)
     if (uid && !uuid_valid(uid))
         jv_fail(&v, "user_id", "must be a user id");
     if (!jv_ok(&v))
-        return body_fail(req, &v, body);
+        return http_fail_fields(req, &v, body);
     char target[37];
     snprintf(target, sizeof target, "%s", uid);
     for (char *c = target; *c; c++)
@@ -819,7 +811,7 @@ int msg_mark_read(http_req *req, http_res *res)
     if (mid && !uuid_valid(mid))
         jv_fail(&v, "message_id", "must be a message id");
     if (!jv_ok(&v))
-        return body_fail(req, &v, body);
+        return http_fail_fields(req, &v, body);
     if (!uuid_valid(cid)) {
         jv_free(&v);
         json_decref(body);

@@ -213,7 +213,7 @@ int social_campus_create(http_req *req, http_res *res)
     static const char *const allowed[] = {"title", "description", "location", "starts_at", "ends_at", "capacity", NULL};
     json_t *body;
     jv v;
-    int rc = social_body(req, &v, &body, allowed);
+    int rc = http_json_fields(req, &v, &body, allowed);
     if (rc)
         return rc;
     campus_input in;
@@ -228,7 +228,7 @@ int social_campus_create(http_req *req, http_res *res)
     if (!ws && !we && in.ends_at && e_ms <= time_now_ms())
         jv_fail(&v, "ends_at", "must be in the future");
     if (!jv_ok(&v))
-        return social_body_fail(req, &v, body);
+        return http_fail_fields(req, &v, body);
     jv_free(&v);
     json_decref(body);
     pl_error err = {0};
@@ -342,7 +342,7 @@ int social_campus_patch(http_req *req, http_res *res)
     const char *id = social_id_param(req, "id", "campus event");
     json_t *body;
     jv v;
-    int rc = social_body(req, &v, &body, allowed);
+    int rc = http_json_fields(req, &v, &body, allowed);
     if (rc)
         return rc;
     campus_input in;
@@ -355,7 +355,7 @@ int social_campus_patch(http_req *req, http_res *res)
     if (we)
         jv_fail(&v, "ends_at", we);
     if (!jv_ok(&v))
-        return social_body_fail(req, &v, body);
+        return http_fail_fields(req, &v, body);
     jv_free(&v);
     json_decref(body);
     if (!id)
@@ -459,7 +459,7 @@ int social_rsvp(http_req *req, http_res *res)
     const char *id = social_id_param(req, "id", "campus event");
     json_t *body;
     jv v;
-    int rc = social_body(req, &v, &body, allowed);
+    int rc = http_json_fields(req, &v, &body, allowed);
     if (rc)
         return rc;
     const char *st = jv_str(&v, "status", true, 1, 32);
@@ -467,7 +467,7 @@ int social_rsvp(http_req *req, http_res *res)
     if (st && want < 0)
         jv_fail(&v, "status", "must be going, interested or cancel");
     if (!jv_ok(&v))
-        return social_body_fail(req, &v, body);
+        return http_fail_fields(req, &v, body);
     jv_free(&v);
     json_decref(body);
     if (!id)

@@ -249,7 +249,7 @@ int social_posts_create(http_req *req, http_res *res)
     const char *key = http_header_get(req, "Idempotency-Key");
     json_t *body;
     jv v;
-    int rc = social_body(req, &v, &body, allowed);
+    int rc = http_json_fields(req, &v, &body, allowed);
     if (rc)
         return rc;
     const char *text = jv_str(&v, "text", true, 0, SOCIAL_POST_MAX * 8);
@@ -265,7 +265,7 @@ int social_posts_create(http_req *req, http_res *res)
     if (key && !idem_key_ok(key))
         jv_fail(&v, "Idempotency-Key", "must be 1 to 200 printable ASCII characters");
     if (!jv_ok(&v))
-        return social_body_fail(req, &v, body);
+        return http_fail_fields(req, &v, body);
     social_post p = {.author_id = req->principal->user_id,
                      .text = arena_strdup(req->arena, text),
                      .course_id = course ? arena_strdup(req->arena, course) : NULL,
@@ -396,7 +396,7 @@ int social_post_patch(http_req *req, http_res *res)
     const char *id = social_id_param(req, "id", "post");
     json_t *body;
     jv v;
-    int rc = social_body(req, &v, &body, allowed);
+    int rc = http_json_fields(req, &v, &body, allowed);
     if (rc)
         return rc;
     const char *text = jv_str(&v, "text", false, 0, SOCIAL_POST_MAX * 8);
@@ -411,7 +411,7 @@ int social_post_patch(http_req *req, http_res *res)
     if (vis && (why = social_check_visibility(vis)))
         jv_fail(&v, "visibility", why);
     if (!jv_ok(&v))
-        return social_body_fail(req, &v, body);
+        return http_fail_fields(req, &v, body);
     text = text ? arena_strdup(req->arena, text) : NULL;
     char *course_l = course ? arena_strdup(req->arena, course) : NULL;
     for (char *c = course_l; c && *c; c++)
@@ -651,7 +651,7 @@ int social_comments_create(http_req *req, http_res *res)
     const char *id = social_id_param(req, "id", "post");
     json_t *body;
     jv v;
-    int rc = social_body(req, &v, &body, allowed);
+    int rc = http_json_fields(req, &v, &body, allowed);
     if (rc)
         return rc;
     const char *text = jv_str(&v, "text", true, 0, SOCIAL_COMMENT_MAX * 8);
@@ -664,7 +664,7 @@ int social_comments_create(http_req *req, http_res *res)
     if (parent && !uuid_valid(parent))
         jv_fail(&v, "parent_id", "must be a comment id (UUID) or null");
     if (!jv_ok(&v))
-        return social_body_fail(req, &v, body);
+        return http_fail_fields(req, &v, body);
     text = arena_strdup(req->arena, text);
     char *parent_l = parent ? arena_strdup(req->arena, parent) : NULL;
     for (char *c = parent_l; c && *c; c++)
@@ -768,7 +768,7 @@ int social_comment_patch(http_req *req, http_res *res)
     const char *id = social_id_param(req, "id", "comment");
     json_t *body;
     jv v;
-    int rc = social_body(req, &v, &body, allowed);
+    int rc = http_json_fields(req, &v, &body, allowed);
     if (rc)
         return rc;
     const char *text = jv_str(&v, "text", false, 0, SOCIAL_COMMENT_MAX * 8);
@@ -777,7 +777,7 @@ int social_comment_patch(http_req *req, http_res *res)
     if (text && (why = social_check_text(text, SOCIAL_COMMENT_MAX)))
         jv_fail(&v, "text", strcmp(why, "is too long") == 0 ? "must be at most 2000 characters" : why);
     if (!jv_ok(&v))
-        return social_body_fail(req, &v, body);
+        return http_fail_fields(req, &v, body);
     text = text ? arena_strdup(req->arena, text) : NULL;
     jv_free(&v);
     json_decref(body);

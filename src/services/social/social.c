@@ -34,24 +34,6 @@ int social_store_fail(http_req *req, int rc, const pl_error *err)
     return http_fail(req, rc, NULL, "%s", err->msg[0] ? err->msg : err_message(rc));
 }
 
-int social_body(http_req *req, jv *v, json_t **body, const char *const *allowed)
-{
-    int rc = http_json_body(req, body);
-    if (rc)
-        return rc;
-    jv_init(v, *body);
-    jv_only(v, allowed);
-    return 0;
-}
-
-int social_body_fail(http_req *req, jv *v, json_t *body)
-{
-    int rc = http_fail(req, PL_EINVAL, jv_take_fields(v), "the request has invalid fields");
-    jv_free(v);
-    json_decref(body);
-    return rc;
-}
-
 int social_page(http_req *req, long *limit, const char **cursor)
 {
     const char *ls = http_query(req, "limit"), *cs = http_query(req, "cursor");

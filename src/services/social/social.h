@@ -23,10 +23,6 @@ typedef struct social {
 
 /* A store failure as the HTTP error (conflict, unavailable pass through). */
 int social_store_fail(http_req *req, int rc, const pl_error *err);
-/* Parses the body, rejects members not in `allowed` (NULL-terminated). */
-int social_body(http_req *req, jv *v, json_t **body, const char *const *allowed);
-/* Renders the collected field errors as 400 and frees v and body. */
-int social_body_fail(http_req *req, jv *v, json_t *body);
 /* ?limit= (1..SOCIAL_PAGE_MAX) and ?cursor= (an id from the previous page, or
  * absent: *cursor ""). 0, or the recorded 400. */
 int social_page(http_req *req, long *limit, const char **cursor);
