@@ -226,6 +226,21 @@ test-faults: $(B)/asan/pulse
 	cd tests/api && PULSE_TEST_PROFILE=distributed PULSE_TEST_FAULTS=1 PULSE_TEST_BIN=$(abspath $(B))/asan/pulse \
 	    node --test faults.test.mjs
 
+# ---- WebSocket fan-out (bench/ws.sh): 50,000 sessions on several gateway processes, 2,000 events/s from the
+# outbox to the client sockets, latency, memory and CPU per session; writes its section of docs/BENCHMARKS.md.
+# bench-ws-sanity: 100 sessions, 10 s, fails unless every delivery arrived exactly once. Part of `make bench`.
+.PHONY: bench-ws bench-ws-sanity
+bench: bench-ws
+bench-ws bench-ws-sanity: setup
+	@$(MAKE) --no-print-directory -j$(JOBS) $(B)/pulse $(B)/bench/ws_load
+	B=$(B) bash bench/ws.sh $(if $(filter bench-ws-sanity,$@),sanity,full)
+
+$(B)/bench/ws_load: bench/ws_load.c
+	@mkdir -p $(@D)
+	$(CC) $(REL_CFLAGS) -o $@ $<
+# `make test` only compiles the load generator (-Werror), so that it keeps building; it never runs it.
+test: $(B)/bench/ws_load
+
 # ---- doc store benchmark (bench/doc.sh): document writes and indexed reads at a paced 1k ops/s on PostgreSQL JSONB
 # next to raw libpq on the same table shape, and on SQLite next to raw sqlite3; starts its own PostgreSQL and
 # writes its section of docs/BENCHMARKS.md. Part of `make bench`.

@@ -7,6 +7,8 @@
  *        emits `count` events (data.seq = 0..count-1) in one transaction
  *   GET  /api/v1/testkit/effects   every application of an event, in order
  *   GET  /api/v1/testkit/tally     the "tally" projection
+ *   POST /api/v1/testkit/sessions  mint bearer tokens without argon2 (bench.c)
+ *   POST /api/v1/testkit/pushes    pl.testkit.push.v1 events, one transaction each (bench.c)
  *
  * The "effects" consumer applies pl.testkit.* events: data.fail_times = N
  * makes the first N deliveries fail; data.poison = true makes every delivery
@@ -17,6 +19,7 @@
 #include "core/json.h"
 #include "core/timeutil.h"
 #include "services/service.h"
+#include "services/testkit/bench.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -52,8 +55,15 @@ static int attempt(testkit *t, const char *id)
     return n;
 }
 
+/* pl.testkit.push.v1 is the realtime gateway's (the WebSocket benchmark's
+ * load): these consumers let it pass without work, so as not to compete with
+ * the path being measured. */
+static bool is_push(const cloudevent *ev) { return strcmp(ev->type, "pl.testkit.push.v1") == 0; }
+
 static int effects_handle(void *ctx, sql_tx *tx, const cloudevent *ev, pl_error *err)
 {
+    if (is_push(ev))
+        return 0;
     testkit *t = ((service_ctx *)ctx)->state;
     int n = attempt(t, ev->id);
     if (json_is_true(json_object_get(ev->data, "poison")))
@@ -72,6 +82,8 @@ static int effects_handle(void *ctx, sql_tx *tx, const cloudevent *ev, pl_error 
 static int tally_handle(void *ctx, sql_tx *tx, const cloudevent *ev, pl_error *err)
 {
     (void)ctx;
+    if (is_push(ev))
+        return 0;
     return sql_exec(tx,
                     "INSERT INTO testkit_tally (subject, n) VALUES ($1, 1)"
                     " ON CONFLICT (subject) DO UPDATE SET n = testkit_tally.n + 1",
@@ -190,6 +202,7 @@ static int testkit_start(service_ctx *ctx, pl_error *err)
 static void testkit_stop(service_ctx *ctx)
 {
     testkit *t = ctx->state;
+    testkit_bench_stop();
     if (t)
         pthread_mutex_destroy(&t->lock);
     free(t);
@@ -200,6 +213,8 @@ static const http_route testkit_routes[] = {
     {"POST", "/api/v1/testkit/events", emit, 0, "test fixture: emit events through the outbox"},
     {"GET", "/api/v1/testkit/effects", effects, 0, "test fixture: applications of events"},
     {"GET", "/api/v1/testkit/tally", tally, 0, "test fixture: the tally projection"},
+    {"POST", "/api/v1/testkit/sessions", testkit_mint_sessions, 0, "test fixture: mint sessions (benchmarks)"},
+    {"POST", "/api/v1/testkit/pushes", testkit_pushes, 0, "test fixture: pl.testkit.push.v1, one transaction each"},
 };
 
 static const char *const testkit_types[] = {"pl.testkit.*", NULL};
