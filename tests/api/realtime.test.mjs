@@ -467,12 +467,17 @@ describe('realtime gateway: stalled client', () => {
             // it keeps talking (so it is not idle) but never reads
             const talk = setInterval(() => stuck.ws.readyState === WebSocket.OPEN && stuck.ws.ping(), 300);
             try {
-                await push(srv, [u.user.id], { count: 60, payload: 'y'.repeat(16384) });
                 const tooSlow = async () => {
                     const m = (await srv.get('/metrics')).text;
                     return Number(/pulse_ws_closes_total\{hub="realtime",reason="too_slow"\} (\d+)/.exec(m)[1]);
                 };
+                // pushes keep coming (a burst delivered in one consumer batch would only be cut to the
+                // queue's 2 newest, which fit in the socket buffers: no output would be left waiting)
                 const deadline = Date.now() + WAIT_MS;
+                for (let i = 0; i < 60 && (await tooSlow()) < 1 && Date.now() < deadline; i++) {
+                    await push(srv, [u.user.id], { count: 3, payload: 'y'.repeat(16384) });
+                    await new Promise((r) => setTimeout(r, 100));
+                }
                 while ((await tooSlow()) < 1 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
                 assert.equal(await tooSlow(), 1, 'closed for making no write progress');
             } finally {
