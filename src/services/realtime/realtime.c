@@ -47,9 +47,16 @@ typedef struct stage {
     size_t nops, capops;
     char **encs;           /* each event's JSON, once (the ops' members) */
     size_t nencs, capencs;
-    char *msg;             /* the batch's pub/sub message: records, see on_message */
+    char *msg;             /* the batch's pub/sub messages: records, see on_message */
     size_t len, cap;
+    size_t *cuts;          /* where a message ends and the next begins (record boundaries) */
+    size_t ncuts, capcuts;
 } stage;
+
+/* A batch's records go out in messages of about this size at most (a message is split only between
+ * records): Redis disconnects a subscriber whose pending output passes its pubsub buffer limit
+ * (8 MiB for 60 s by default), and a batch of 256 events to 1,000 users each would come near that. */
+#define RT_MSG_SPLIT (1u << 20)
 
 /* Event ids the gateway already handed to the hub (kv subscription thread only): a redelivered
  * event is published again, and must not reach a session twice. Two generations of 64-bit hashes;
@@ -334,11 +341,25 @@ static void stage_put(stage *st, const char *p, size_t n)
     st->len += n;
 }
 
+/* Before a record: ends the current message there when it is big enough. */
+static void stage_record(stage *st)
+{
+    size_t start = st->ncuts ? st->cuts[st->ncuts - 1] : 0;
+    if (st->len - start < RT_MSG_SPLIT)
+        return;
+    if (st->ncuts == st->capcuts) {
+        st->capcuts = st->capcuts ? st->capcuts * 2 : 8;
+        if (!(st->cuts = realloc(st->cuts, st->capcuts * sizeof *st->cuts)))
+            abort();
+    }
+    st->cuts[st->ncuts++] = st->len;
+}
+
 static void stage_clear(stage *st)
 {
     for (size_t i = 0; i < st->nencs; i++)
         free(st->encs[i]);
-    st->nencs = st->nops = st->len = 0;
+    st->nencs = st->nops = st->len = st->ncuts = 0;
 }
 
 static void stage_free(stage *st)
@@ -348,6 +369,7 @@ static void stage_free(stage *st)
     free(st->keys);
     free(st->encs);
     free(st->msg);
+    free(st->cuts);
 }
 
 /* Stages the event: its frame JSON (built once), a history write per recipient and a record in
@@ -365,6 +387,7 @@ static int deliver_handle(void *ud, sql_tx *tx, const cloudevent *ev, pl_error *
             return err_set(err, PL_EINVAL, NULL, "session_revoked without user_id/session_id");
         char rec[128];
         int n = snprintf(rec, sizeof rec, "R%s\n", s);
+        stage_record(st);
         stage_put(st, rec, (size_t)n);
         return 0;
     }
@@ -401,6 +424,7 @@ static int deliver_handle(void *ud, sql_tx *tx, const cloudevent *ev, pl_error *
     st->encs[st->nencs++] = enc;
     double score = (double)time_now_ms();
     char head[64];
+    stage_record(st);
     stage_put(st, head, (size_t)snprintf(head, sizeof head, "E%s ", ev->id));
     for (size_t i = 0; i < nto; i++) {
         const char *u = json_string_value(json_array_get(to, i));
@@ -417,7 +441,7 @@ static int deliver_handle(void *ud, sql_tx *tx, const cloudevent *ev, pl_error *
 }
 
 /* The batch: every history write in one pipelined kv_zadd_batch, then one message with every
- * event. History first: a session registered before the publish gets the events live, one that
+ * event (several past RT_MSG_SPLIT). History first: a session registered before the publish gets the events live, one that
  * reads history after the write finds them. */
 static int deliver_flush(void *ud, sql_tx *tx, pl_error *err)
 {
@@ -428,9 +452,15 @@ static int deliver_flush(void *ud, sql_tx *tx, pl_error *err)
     for (size_t i = 0; i < st->nops; i++)
         st->ops[i].key = st->keys[i];
     int rc = st->nops ? kv_zadd_batch(ctx->kv, st->ops, st->nops, err) : 0;
-    if (!rc && st->len) {
-        rc = kv_publish(ctx->kv, rt->channel, st->msg, st->len, err);
-        rc = rc < 0 ? rc : 0;
+    /* messages in order on one channel; if one fails, the batch comes again and the gateways skip
+     * the events they already had */
+    for (size_t i = 0, from = 0; !rc && i <= st->ncuts; i++) {
+        size_t to = i < st->ncuts ? st->cuts[i] : st->len;
+        if (to > from) {
+            rc = kv_publish(ctx->kv, rt->channel, st->msg + from, to - from, err);
+            rc = rc < 0 ? rc : 0;
+        }
+        from = to;
     }
     stage_clear(st);
     return rc;
