@@ -60,43 +60,61 @@ int64_t consumer_backoff_ms(const consumer_opts *o, int deliveries)
     return d / 2 + (int64_t)randombytes_uniform((uint32_t)(d / 2 + 1));
 }
 
-/* Applies one event under a savepoint: R_ACK, R_NAK or R_TERM; msg gets the error. */
-static int apply(consumer *c, sql_tx *tx, const bus_msg *m, char *msg, size_t msgsz)
+/* Runs the handler with the event's trace context in the log. */
+static int run_handler(consumer *c, sql_tx *tx, const cloudevent *ev, pl_error *err)
+{
+    log_ctx_traceparent(ev->traceparent[0] ? ev->traceparent : NULL);
+    char trace[33] = "";
+    if (ev->traceparent[0])
+        snprintf(trace, sizeof trace, "%.32s", ev->traceparent + 3);
+    log_ctx_set(NULL, trace[0] ? trace : NULL);
+    int rc = c->def->handle(c->ctx, tx, ev, err);
+    log_ctx_set(NULL, NULL);
+    log_ctx_traceparent(NULL);
+    return rc;
+}
+
+/* Applies one event under a savepoint (tx NULL: CONSUMER_NO_INBOX, the handler alone): R_ACK,
+ * R_NAK or R_TERM; msg gets the error; *ran says whether the handler ran and succeeded (an inbox
+ * duplicate is acked without it). */
+static int apply(consumer *c, sql_tx *tx, const bus_msg *m, char *msg, size_t msgsz, bool *ran)
 {
     cloudevent ev;
     pl_error err = {0};
+    *ran = false;
     if (ce_decode(m->body, m->body_len, &ev, &err)) {
         snprintf(msg, msgsz, "malformed event: %s", err.msg);
         return R_TERM;
     }
     int result = R_ACK;
-    int64_t changes = 0;
-    int rc = sql_exec(tx, "SAVEPOINT pulse_event", SQL_NOARGS, NULL, &err);
-    if (!rc)
-        rc = sql_exec(tx,
-                      "INSERT INTO pulse_inbox (consumer, event_id, handled_ms) VALUES ($1, $2, $3)"
-                      " ON CONFLICT DO NOTHING",
-                      SQL_ARGS(SQL_TEXT(c->group), SQL_TEXT(ev.id), SQL_INT(time_now_ms())), &changes, &err);
-    if (!rc && changes == 1) {
-        log_ctx_traceparent(ev.traceparent[0] ? ev.traceparent : NULL);
-        char trace[33] = "";
-        if (ev.traceparent[0])
-            snprintf(trace, sizeof trace, "%.32s", ev.traceparent + 3);
-        log_ctx_set(NULL, trace[0] ? trace : NULL);
-        rc = c->def->handle(c->ctx, tx, &ev, &err);
-        log_ctx_set(NULL, NULL);
-        log_ctx_traceparent(NULL);
+    if (!tx) {
+        int rc = run_handler(c, NULL, &ev, &err);
+        if (rc) {
+            snprintf(msg, msgsz, "%s", err.msg[0] ? err.msg : err_message(rc));
+            result = rc == PL_EINVAL ? R_TERM : R_NAK;
+        }
+        *ran = rc == 0;
+    } else {
+        int64_t changes = 0;
+        int rc = sql_exec(tx, "SAVEPOINT pulse_event", SQL_NOARGS, NULL, &err);
         if (!rc)
-            atomic_fetch_add(&c->handled, 1);
-    }
-    if (rc) {
-        snprintf(msg, msgsz, "%s", err.msg[0] ? err.msg : err_message(rc));
-        result = rc == PL_EINVAL ? R_TERM : R_NAK;
-        sql_exec(tx, "ROLLBACK TO SAVEPOINT pulse_event", SQL_NOARGS, NULL, NULL);
-    }
-    if (sql_exec(tx, "RELEASE SAVEPOINT pulse_event", SQL_NOARGS, NULL, &err) && result == R_ACK) {
-        snprintf(msg, msgsz, "%s", err.msg);
-        result = R_NAK;
+            rc = sql_exec(tx,
+                          "INSERT INTO pulse_inbox (consumer, event_id, handled_ms) VALUES ($1, $2, $3)"
+                          " ON CONFLICT DO NOTHING",
+                          SQL_ARGS(SQL_TEXT(c->group), SQL_TEXT(ev.id), SQL_INT(time_now_ms())), &changes, &err);
+        if (!rc && changes == 1) {
+            rc = run_handler(c, tx, &ev, &err);
+            *ran = rc == 0;
+        }
+        if (rc) {
+            snprintf(msg, msgsz, "%s", err.msg[0] ? err.msg : err_message(rc));
+            result = rc == PL_EINVAL ? R_TERM : R_NAK;
+            sql_exec(tx, "ROLLBACK TO SAVEPOINT pulse_event", SQL_NOARGS, NULL, NULL);
+        }
+        if (sql_exec(tx, "RELEASE SAVEPOINT pulse_event", SQL_NOARGS, NULL, &err) && result == R_ACK) {
+            snprintf(msg, msgsz, "%s", err.msg);
+            result = R_NAK;
+        }
     }
     if (result != R_ACK)
         log_with(LOG_WARN, "event handler failed", LF_STR("consumer", c->group), LF_STR("type", ev.type),
@@ -164,24 +182,49 @@ static int process(consumer *c, bus_msg *msgs, size_t n)
     if (!result || !errors)
         abort();
     pl_error err = {0};
-    sql_tx *tx;
-    int rc = sql_begin(c->db, SQL_TX_WRITE, &tx, &err);
+    sql_tx *tx = NULL;
+    bool no_inbox = c->def->flags & CONSUMER_NO_INBOX;
+    int rc = no_inbox ? 0 : sql_begin(c->db, SQL_TX_WRITE, &tx, &err);
     bool refused = rc != 0;
+    int64_t ran = 0;
     for (size_t i = 0; i < n && !rc; i++) {
         int p = msgs[i].partition & 63;
         if (failed[p] && !msgs[i].redrive_id) {
             result[i] = R_SKIP; /* comes again after the failed one, in order */
             continue;
         }
-        result[i] = apply(c, tx, &msgs[i], errors[i], sizeof errors[i]);
+        bool did = false;
+        result[i] = apply(c, tx, &msgs[i], errors[i], sizeof errors[i], &did);
+        ran += did;
+        if (did && !c->def->flush)
+            atomic_fetch_add(&c->handled, 1);
         if (result[i] != R_ACK && !msgs[i].redrive_id)
             failed[p] = true;
     }
-    if (!rc) {
+    bool flush_failed = false;
+    if (!rc && ran && c->def->flush) {
+        /* the batch's staged effects, in one go; failing, the batch was not applied */
+        if ((flush_failed = c->def->flush(c->ctx, tx, &err) != 0)) {
+            log_with(LOG_WARN, "consumer flush failed", LF_STR("consumer", c->group), LF_STR("detail", err.msg),
+                     LF_STR("then", "the batch's applied events redelivered"));
+            if (tx)
+                sql_rollback(tx);
+            for (size_t i = 0; i < n; i++)
+                if (result[i] == R_ACK) {
+                    result[i] = R_NAK;
+                    snprintf(errors[i], sizeof errors[i], "flush: %s", err.msg);
+                }
+        } else if (no_inbox) {
+            atomic_fetch_add(&c->handled, ran);
+        }
+    }
+    if (!rc && tx && !flush_failed) {
         rc = sql_commit(tx, &err);
         /* a commit that failed because the store went away (mid-batch, every statement after
          * the lost connection fails too) is the store's failure, not the events' */
         refused = rc && (rc == PL_EUNAVAILABLE || rc == PL_ETIMEOUT || sql_ping(c->db, NULL) != 0);
+        if (!rc && c->def->flush)
+            atomic_fetch_add(&c->handled, ran);
     }
     if (rc)
         log_with(LOG_WARN, "consumer transaction failed", LF_STR("consumer", c->group), LF_STR("detail", err.msg),
@@ -228,6 +271,8 @@ static int process_until_taken(consumer *c, bus_msg *msgs, size_t n, int64_t dea
 
 static void prune_inbox(consumer *c)
 {
+    if (c->def->flags & CONSUMER_NO_INBOX)
+        return;
     int64_t now = time_now_ms();
     if (now < c->next_prune)
         return;
@@ -330,7 +375,7 @@ int64_t consumer_handled(const consumer *c) { return atomic_load(&c->handled); }
 int consumer_replay(bus *b, sql_db *db, const char *service, const consumer_def *def, void *ctx,
                     const consumer_opts *o, pl_error *err)
 {
-    if (!(def->flags & CONSUMER_PROJECTION) || !def->reset)
+    if (!(def->flags & CONSUMER_PROJECTION) || !def->reset || (def->flags & CONSUMER_NO_INBOX))
         return err_set(err, PL_EINVAL, "projection", "%s.%s is not a projection", service, def->name);
     consumer *c = consumer_new(b, db, service, def, ctx, o);
     sql_tx *tx;

@@ -23,6 +23,27 @@
  *
  * A projection (CONSUMER_PROJECTION) builds a read model; `reset` empties it
  * and `pulse replay` rebuilds it from the start of the log.
+ *
+ * Batching (`flush`, optional). A handler may stage work in ctx instead of
+ * doing it per event; flush is then called once per fetched batch, after the
+ * last event of it was applied and before the commit (on the consumer's
+ * thread, with the batch's tx; NULL under CONSUMER_NO_INBOX), to perform it
+ * all, e.g. in one pipelined round trip. Whether it returns 0 or not, flush
+ * leaves nothing staged. If it fails, the batch counts as not applied: the
+ * transaction is rolled back and every event of it that was applied is
+ * redelivered (nak with backoff, as when a commit fails); events that failed on
+ * their own are settled as they would have been. A handler that fails must
+ * not leave anything staged for its event. Flush runs only after a handler
+ * ran in the batch (not for a batch of inbox duplicates alone). If the commit
+ * fails after flush succeeded, flush's effects stay and the events come again:
+ * effects outside tx are at-least-once.
+ *
+ * No inbox (CONSUMER_NO_INBOX). For consumers whose effects are idempotent
+ * writes outside the sql store: no transaction, no inbox row, no savepoint;
+ * the handler gets tx == NULL, and the batch is acked after flush (if any)
+ * succeeds. At-least-once: an event can be handled again after a failed
+ * flush, a failed ack or a crash, so the effects must tolerate repeats. The
+ * store is not touched (db may be NULL); not for projections.
  */
 #ifndef PULSE_BUS_CONSUMER_H
 #define PULSE_BUS_CONSUMER_H
@@ -31,7 +52,7 @@
 #include "bus/cloudevent.h"
 #include "store/sql.h"
 
-enum { CONSUMER_PROJECTION = 1u << 0 };
+enum { CONSUMER_PROJECTION = 1u << 0, CONSUMER_NO_INBOX = 1u << 1 };
 
 typedef struct consumer_def {
     const char *name;                 /* group is "<service>.<name>" */
@@ -40,6 +61,8 @@ typedef struct consumer_def {
     int (*reset)(void *ctx, sql_tx *tx, pl_error *err); /* projections: empty the read model */
     unsigned flags;
     int max_deliver;                  /* 0: the bus default (bus.max_deliver) */
+    /* Optional: performs what the batch's handlers staged (see Batching). */
+    int (*flush)(void *ctx, sql_tx *tx, pl_error *err);
 } consumer_def;
 
 typedef struct consumer_opts {

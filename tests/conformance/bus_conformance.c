@@ -17,9 +17,14 @@
  * server itself, so it runs only when PULSE_TEST_NATS_FAULTS=1 and
  * PULSE_TEST_ENGINES_DIR name engines started by scripts/engines.sh, alone
  * (make test-conformance runs it after the others).
+ *
+ * The consumer framework's batching (src/bus/consumer.h: flush, and
+ * CONSUMER_NO_INBOX) is held here too, on both buses, with an SQLite inbox.
  */
 #include "bus/bus.h"
 #include "bus/cloudevent.h"
+#include "bus/consumer.h"
+#include "store/sql.h"
 
 #include <criterion/criterion.h>
 #include <ftw.h>
@@ -1001,6 +1006,161 @@ static void killed_instance_case(void)
     got_free(seen, n);
     free(seen);
     bus_unsubscribe(s);
+}
+
+/* ---- consumer batching: flush and CONSUMER_NO_INBOX ------------------------------------------ */
+
+#define FL_EVENTS 60
+
+typedef struct flusher {
+    pthread_mutex_t lock;
+    int staged[FL_EVENTS];   /* handler calls since the last flush, by n */
+    int done[FL_EVENTS];     /* flushed (performed), by n */
+    int handled, flushes, failed_flushes, fail_left, tx_seen, tx_null;
+} flusher;
+
+static int fl_handle(void *ud, sql_tx *tx, const cloudevent *ev, pl_error *err)
+{
+    (void)err;
+    flusher *f = ud;
+    int n = (int)json_integer_value(json_object_get(ev->data, "n"));
+    pthread_mutex_lock(&f->lock);
+    f->handled++;
+    if (tx)
+        f->tx_seen++;
+    else
+        f->tx_null++;
+    if (n >= 0 && n < FL_EVENTS)
+        f->staged[n]++;
+    pthread_mutex_unlock(&f->lock);
+    return 0;
+}
+
+static int fl_flush(void *ud, sql_tx *tx, pl_error *err)
+{
+    (void)tx;
+    flusher *f = ud;
+    pthread_mutex_lock(&f->lock);
+    f->flushes++;
+    bool fail = f->fail_left > 0;
+    if (fail) {
+        f->fail_left--;
+        f->failed_flushes++;
+    }
+    for (int i = 0; i < FL_EVENTS; i++) {
+        if (!fail)
+            f->done[i] += f->staged[i];
+        f->staged[i] = 0; /* performed or discarded: nothing stays staged */
+    }
+    pthread_mutex_unlock(&f->lock);
+    return fail ? err_set(err, PL_EUNAVAILABLE, NULL, "flush refused by the test") : 0;
+}
+
+static int64_t inbox_rows(sql_db *db, const char *grp)
+{
+    sql_tx *tx;
+    pl_error err = {0};
+    cr_assert_eq(sql_begin(db, SQL_TX_READ, &tx, &err), 0, "%s", err.msg);
+    sql_rows *r;
+    cr_assert_eq(sql_query(tx, "SELECT count(*) FROM pulse_inbox WHERE consumer = $1", SQL_ARGS(SQL_TEXT(grp)), &r,
+                           &err), 0, "%s", err.msg);
+    cr_assert_eq(sql_next(r, &err), 1);
+    int64_t n = sql_int(r, 0);
+    sql_rows_close(r);
+    sql_rollback(tx);
+    return n;
+}
+
+/* Runs FL_EVENTS events through a consumer with a flush that fails its first `fail` calls; returns
+ * once every event was flushed at least once (or 60 s passed). */
+static void flush_case(unsigned flags, int fail, flusher *f, int64_t *inbox)
+{
+    char dir[64];
+    snprintf(dir, sizeof dir, "/tmp/pulse-consumerconf-XXXXXX");
+    cr_assert_not_null(mkdtemp(dir));
+    sql_options so = {.data_dir = dir, .service = "conf"};
+    sql_db *db = NULL;
+    pl_error err = {0};
+    cr_assert_eq(sql_open("", &so, &db, &err), 0, "%s", err.msg);
+    cr_assert_geq(sql_migrate(db, "bus", sql_builtin_migrations, sql_builtin_nmigrations, &err), 0, "%s", err.msg);
+    memset(f, 0, sizeof *f);
+    pthread_mutex_init(&f->lock, NULL);
+    f->fail_left = fail;
+    const char *types[] = {fx.type, NULL};
+    consumer_def def = {.name = "flush", .types = types, .handle = fl_handle, .flags = flags, .flush = fl_flush};
+    consumer_opts o = {.batch = 16, .retry_base_ms = 10, .retry_max_ms = 50, .max_deliver = 20};
+    publish(0, FL_EVENTS, 5);
+    consumer *c = NULL;
+    cr_assert_eq(consumer_start(fx.b, db, fx.ctx, &def, f, &o, &c, &err), 0, "%s", err.msg);
+    int64_t deadline = now_ms() + 60000;
+    for (;;) {
+        int missing = 0;
+        pthread_mutex_lock(&f->lock);
+        for (int i = 0; i < FL_EVENTS; i++)
+            missing += f->done[i] == 0;
+        pthread_mutex_unlock(&f->lock);
+        if (!missing || now_ms() > deadline)
+            break;
+        usleep(20000);
+    }
+    usleep(300000); /* anything redelivered wrongly would show up now */
+    char grp[160];
+    snprintf(grp, sizeof grp, "%s", consumer_group(c));
+    consumer_stop(c);
+    *inbox = inbox_rows(db, grp);
+    sql_close(db);
+    nftw(dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+    pthread_mutex_destroy(&f->lock);
+}
+
+
+/* Inbox mode with a flush: every event performed exactly once, by flushes of whole batches (fewer
+ * flushes than events), the handler inside the transaction, the inbox recorded. */
+BUS_CASE(consumer_flush_performs_the_batch)
+{
+    flusher f;
+    int64_t inbox = 0;
+    flush_case(0, 0, &f, &inbox);
+    for (int i = 0; i < FL_EVENTS; i++)
+        cr_assert_eq(f.done[i], 1, "event %d performed %d times", i, f.done[i]);
+    cr_assert_eq(f.handled, FL_EVENTS);
+    cr_assert_eq(f.tx_null, 0, "the handler ran without a transaction");
+    cr_assert_lt(f.flushes, FL_EVENTS, "a flush per event: %d flushes", f.flushes);
+    cr_assert_geq(f.flushes, FL_EVENTS / 16);
+    cr_assert_eq(inbox, FL_EVENTS, "inbox rows: %" PRId64, inbox);
+}
+
+/* A failed flush: its batch counts as not applied (inbox rolled back), every event of it comes
+ * again and is then performed exactly once. */
+BUS_CASE(consumer_flush_failure_redelivers_the_batch)
+{
+    flusher f;
+    int64_t inbox = 0;
+    flush_case(0, 2, &f, &inbox);
+    cr_assert_eq(f.failed_flushes, 2);
+    for (int i = 0; i < FL_EVENTS; i++)
+        cr_assert_eq(f.done[i], 1, "event %d performed %d times", i, f.done[i]);
+    cr_assert_gt(f.handled, FL_EVENTS, "nothing was handled again after the failed flushes");
+    cr_assert_eq(inbox, FL_EVENTS, "inbox rows: %" PRId64, inbox);
+}
+
+/* CONSUMER_NO_INBOX: the handler gets no transaction, nothing is written to the inbox, a failed
+ * flush redelivers (at least once), and every event is performed. */
+BUS_CASE(consumer_no_inbox)
+{
+    flusher f;
+    int64_t inbox = 0;
+    flush_case(CONSUMER_NO_INBOX, 1, &f, &inbox);
+    cr_assert_eq(f.tx_seen, 0, "the handler got a transaction");
+    cr_assert_eq(f.failed_flushes, 1);
+    int total = 0;
+    for (int i = 0; i < FL_EVENTS; i++) {
+        cr_assert_geq(f.done[i], 1, "event %d never performed", i);
+        total += f.done[i];
+    }
+    cr_assert_eq(total, FL_EVENTS, "an event performed twice although only a failed flush's batch came again");
+    cr_assert_gt(f.handled, FL_EVENTS);
+    cr_assert_eq(inbox, 0, "a no-inbox consumer wrote %" PRId64 " inbox rows", inbox);
 }
 
 Test(bus_embedded, killed_instance_is_taken_over, .fini = fx_close, .timeout = 120)

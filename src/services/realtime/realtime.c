@@ -3,8 +3,9 @@
  * a user's events as CloudEvents. README.md in this directory has the
  * protocol, the delivery path, resume and the slow-client policy.
  *
- * Threads: the consumer thread (events -> history + one pub/sub message each),
- * the kv subscription thread (message -> one frame -> ws_hub_publish), MHD's
+ * Threads: the consumer thread (a batch of events -> one pipelined history
+ * write + one pub/sub message), the kv subscription thread (message -> one
+ * frame per event -> ws_hub_publish), MHD's
  * threads (the upgrade and the resume read), the hub's thread (sockets) and
  * the verifier thread (re-checks tokens of open sessions every ping_interval).
  * `lock` guards the list of open connections, which revocation and the
@@ -39,8 +40,37 @@ struct conn {
     conn *prev, *next;
 };
 
+/* What the consumer's handler staged for the batch's flush (consumer thread only). */
+typedef struct stage {
+    kv_zop *ops;           /* history writes; keys point into keys[], set at flush */
+    char (*keys)[48];
+    size_t nops, capops;
+    char **encs;           /* each event's JSON, once (the ops' members) */
+    size_t nencs, capencs;
+    char *msg;             /* the batch's pub/sub messages: records, see on_message */
+    size_t len, cap;
+    size_t *cuts;          /* where a message ends and the next begins (record boundaries) */
+    size_t ncuts, capcuts;
+} stage;
+
+/* A batch's records go out in messages of about this size at most (a message is split only between
+ * records): Redis disconnects a subscriber whose pending output passes its pubsub buffer limit
+ * (8 MiB for 60 s by default), and a batch of 256 events to 1,000 users each would come near that. */
+#define RT_MSG_SPLIT (1u << 20)
+
+/* Event ids the gateway already handed to the hub (kv subscription thread only): a redelivered
+ * event is published again, and must not reach a session twice. Two generations of 64-bit hashes;
+ * when the current one is half full the older is forgotten, so the last 32k-64k ids are known. */
+#define SEEN_SLOTS 65536
+typedef struct seen {
+    uint64_t *gen[2];
+    size_t count; /* in gen[0] */
+} seen;
+
 typedef struct realtime {
     service_ctx *ctx;
+    stage st;
+    seen seen;
     ws_hub *hub;
     kv_sub *sub;
     char channel[160];
@@ -297,20 +327,69 @@ static json_t *recipients(const cloudevent *ev)
     return unique_sorted(to);
 }
 
+static void stage_put(stage *st, const char *p, size_t n)
+{
+    if (st->len + n + 1 > st->cap) {
+        size_t cap = st->cap ? st->cap : 4096;
+        while (cap < st->len + n + 1)
+            cap *= 2;
+        if (!(st->msg = realloc(st->msg, cap)))
+            abort();
+        st->cap = cap;
+    }
+    memcpy(st->msg + st->len, p, n);
+    st->len += n;
+}
+
+/* Before a record: ends the current message there when it is big enough. */
+static void stage_record(stage *st)
+{
+    size_t start = st->ncuts ? st->cuts[st->ncuts - 1] : 0;
+    if (st->len - start < RT_MSG_SPLIT)
+        return;
+    if (st->ncuts == st->capcuts) {
+        st->capcuts = st->capcuts ? st->capcuts * 2 : 8;
+        if (!(st->cuts = realloc(st->cuts, st->capcuts * sizeof *st->cuts)))
+            abort();
+    }
+    st->cuts[st->ncuts++] = st->len;
+}
+
+static void stage_clear(stage *st)
+{
+    for (size_t i = 0; i < st->nencs; i++)
+        free(st->encs[i]);
+    st->nencs = st->nops = st->len = st->ncuts = 0;
+}
+
+static void stage_free(stage *st)
+{
+    stage_clear(st);
+    free(st->ops);
+    free(st->keys);
+    free(st->encs);
+    free(st->msg);
+    free(st->cuts);
+}
+
+/* Stages the event: its frame JSON (built once), a history write per recipient and a record in
+ * the batch's message; deliver_flush performs them. Nothing is staged when it fails. */
 static int deliver_handle(void *ud, sql_tx *tx, const cloudevent *ev, pl_error *err)
 {
     (void)tx;
     service_ctx *ctx = ud;
     realtime *rt = ctx->state;
+    stage *st = &rt->st;
     if (strcmp(ev->type, "pl.identity.session_revoked.v1") == 0) {
         const char *u = json_string_value(json_object_get(ev->data, "user_id"));
         const char *s = json_string_value(json_object_get(ev->data, "session_id"));
         if (!u || !s || !uuid_valid(s))
             return err_set(err, PL_EINVAL, NULL, "session_revoked without user_id/session_id");
-        char msg[128];
-        int n = snprintf(msg, sizeof msg, "R%s\n", s);
-        int rc = kv_publish(ctx->kv, rt->channel, msg, (size_t)n, err);
-        return rc < 0 ? rc : 0;
+        char rec[128];
+        int n = snprintf(rec, sizeof rec, "R%s\n", s);
+        stage_record(st);
+        stage_put(st, rec, (size_t)n);
+        return 0;
     }
     json_t *to = recipients(ev);
     size_t nto = json_array_size(to);
@@ -329,65 +408,122 @@ static int deliver_handle(void *ud, sql_tx *tx, const cloudevent *ev, pl_error *
     json_decref(out);
     size_t enclen = strlen(enc);
 
-    kv_zop *ops = calloc(nto, sizeof *ops);
-    char (*keys)[48] = calloc(nto, sizeof *keys);
-    size_t head_cap = 64 + nto * 40, hl = 0;
-    char *msg = malloc(head_cap + enclen + 1);
-    if (!ops || !keys || !msg)
-        abort();
+    if (st->nops + nto > st->capops) {
+        size_t cap = st->capops ? st->capops : 256;
+        while (cap < st->nops + nto)
+            cap *= 2;
+        if (!(st->ops = realloc(st->ops, cap * sizeof *st->ops)) || !(st->keys = realloc(st->keys, cap * sizeof *st->keys)))
+            abort();
+        st->capops = cap;
+    }
+    if (st->nencs == st->capencs) {
+        st->capencs = st->capencs ? st->capencs * 2 : 64;
+        if (!(st->encs = realloc(st->encs, st->capencs * sizeof *st->encs)))
+            abort();
+    }
+    st->encs[st->nencs++] = enc;
     double score = (double)time_now_ms();
-    hl += (size_t)snprintf(msg, head_cap, "E%s ", ev->id);
+    char head[64];
+    stage_record(st);
+    stage_put(st, head, (size_t)snprintf(head, sizeof head, "E%s ", ev->id));
     for (size_t i = 0; i < nto; i++) {
         const char *u = json_string_value(json_array_get(to, i));
-        snprintf(keys[i], sizeof keys[i], "rt:%s", u);
-        ops[i] = (kv_zop){.key = keys[i], .member = enc, .score = score, .trim_to = rt->history_max};
-        hl += (size_t)snprintf(msg + hl, head_cap - hl, "%s%s", i ? "," : "", u);
+        snprintf(st->keys[st->nops], sizeof st->keys[st->nops], "rt:%s", u);
+        st->ops[st->nops++] = (kv_zop){.member = enc, .score = score, .trim_to = rt->history_max};
+        if (i)
+            stage_put(st, ",", 1);
+        stage_put(st, u, strlen(u));
     }
-    msg[hl++] = '\n';
-    memcpy(msg + hl, enc, enclen);
-    /* History first, then the message: a session registered before the
-     * publish gets it live, one that reads history after the write finds it. */
-    int rc = kv_zadd_batch(ctx->kv, ops, nto, err);
-    if (!rc) {
-        rc = kv_publish(ctx->kv, rt->channel, msg, hl + enclen, err);
-        rc = rc < 0 ? rc : 0;
-    }
-    free(ops);
-    free(keys);
-    free(msg);
-    free(enc);
+    stage_put(st, head, (size_t)snprintf(head, sizeof head, " %zu\n", enclen));
+    stage_put(st, enc, enclen);
     json_decref(to);
+    return 0;
+}
+
+/* The batch: every history write in one pipelined kv_zadd_batch, then one message with every
+ * event (several past RT_MSG_SPLIT). History first: a session registered before the publish gets the events live, one that
+ * reads history after the write finds them. */
+static int deliver_flush(void *ud, sql_tx *tx, pl_error *err)
+{
+    (void)tx;
+    service_ctx *ctx = ud;
+    realtime *rt = ctx->state;
+    stage *st = &rt->st;
+    for (size_t i = 0; i < st->nops; i++)
+        st->ops[i].key = st->keys[i];
+    int rc = st->nops ? kv_zadd_batch(ctx->kv, st->ops, st->nops, err) : 0;
+    /* messages in order on one channel; if one fails, the batch comes again and the gateways skip
+     * the events they already had */
+    for (size_t i = 0, from = 0; !rc && i <= st->ncuts; i++) {
+        size_t to = i < st->ncuts ? st->cuts[i] : st->len;
+        if (to > from) {
+            rc = kv_publish(ctx->kv, rt->channel, st->msg + from, to - from, err);
+            rc = rc < 0 ? rc : 0;
+        }
+        from = to;
+    }
+    stage_clear(st);
     return rc;
 }
 
-static void on_message(void *ud, const char *channel, const char *msg, size_t len)
+static uint64_t id_hash(const char *id)
 {
-    (void)channel;
-    realtime *rt = ud;
-    const char *nl = memchr(msg, '\n', len);
-    if (!nl || len < 2)
-        return;
-    if (msg[0] == 'R') { /* a revoked login session: close its sockets (4001) */
-        char sid[40];
-        snprintf(sid, sizeof sid, "%.*s", (int)(nl - msg - 1), msg + 1);
-        pthread_mutex_lock(&rt->lock);
-        for (conn *c = rt->conns; c; c = c->next)
-            if (strcmp(c->auth_session, sid) == 0)
-                ws_hub_close(rt->hub, c->sid, WS_CLOSE_REVOKED, "session revoked");
-        pthread_mutex_unlock(&rt->lock);
-        return;
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+    for (; *id; id++)
+        h = (h ^ (unsigned char)*id) * 1099511628211ULL;
+    return h ? h : 1;
+}
+
+static bool seen_in(const uint64_t *t, uint64_t h)
+{
+    for (size_t i = h & (SEEN_SLOTS - 1);; i = (i + 1) & (SEEN_SLOTS - 1)) {
+        if (t[i] == h)
+            return true;
+        if (!t[i])
+            return false;
     }
-    if (msg[0] != 'E')
-        return;
-    const char *sp = memchr(msg, ' ', (size_t)(nl - msg));
-    if (!sp)
-        return;
-    char id[40];
-    snprintf(id, sizeof id, "%.*s", (int)(sp - msg - 1), msg + 1);
+}
+
+/* true when the id was handed to the hub before (remembers it otherwise) */
+static bool seen_check(seen *sn, const char *id)
+{
+    uint64_t h = id_hash(id);
+    if (seen_in(sn->gen[0], h) || seen_in(sn->gen[1], h))
+        return true;
+    if (sn->count >= SEEN_SLOTS / 2) { /* forget the older generation */
+        uint64_t *old = sn->gen[1];
+        sn->gen[1] = sn->gen[0];
+        memset(old, 0, SEEN_SLOTS * sizeof *old);
+        sn->gen[0] = old;
+        sn->count = 0;
+    }
+    size_t i = h & (SEEN_SLOTS - 1);
+    while (sn->gen[0][i])
+        i = (i + 1) & (SEEN_SLOTS - 1);
+    sn->gen[0][i] = h;
+    sn->count++;
+    return false;
+}
+
+/* A revoked login session: close its sockets (4001). */
+static void revoke(realtime *rt, const char *sid)
+{
+    pthread_mutex_lock(&rt->lock);
+    for (conn *c = rt->conns; c; c = c->next)
+        if (strcmp(c->auth_session, sid) == 0)
+            ws_hub_close(rt->hub, c->sid, WS_CLOSE_REVOKED, "session revoked");
+    pthread_mutex_unlock(&rt->lock);
+}
+
+/* One event record: one frame, the same bytes for every recipient. */
+static void deliver_event(realtime *rt, const char *id, const char *users, size_t ulen, const char *json, size_t jlen)
+{
+    if (seen_check(&rt->seen, id))
+        return; /* published again (a redelivery): every session here had it already */
     size_t nkeys = 1;
-    for (const char *p = sp + 1; p < nl; p++)
-        nkeys += *p == ',';
-    char *list = strndup(sp + 1, (size_t)(nl - sp - 1));
+    for (size_t i = 0; i < ulen; i++)
+        nkeys += users[i] == ',';
+    char *list = strndup(users, ulen);
     const char **keys = calloc(nkeys, sizeof *keys);
     if (!list || !keys)
         abort();
@@ -395,12 +531,48 @@ static void on_message(void *ud, const char *channel, const char *msg, size_t le
     char *save = NULL;
     for (char *t = strtok_r(list, ",", &save); t && n < nkeys; t = strtok_r(NULL, ",", &save))
         keys[n++] = t;
-    /* one frame per event, the same bytes for every recipient */
-    ws_frame *f = ws_frame_text(nl + 1, len - (size_t)(nl + 1 - msg), id);
+    ws_frame *f = ws_frame_text(json, jlen, id);
     ws_hub_publish(rt->hub, keys, n, f);
     ws_frame_unref(f);
     free(keys);
     free(list);
+}
+
+/* A message is a sequence of records, in the consumer's order:
+ *   R<auth session id>\n                              a revoked login session
+ *   E<event id> <user>,<user>... <json length>\n<json>  an event and its recipients
+ * Anything malformed ends the parse (the records before it were delivered). */
+static void on_message(void *ud, const char *channel, const char *msg, size_t len)
+{
+    (void)channel;
+    realtime *rt = ud;
+    const char *p = msg, *end = msg + len;
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        if (!nl || nl - p < 2)
+            return;
+        if (*p == 'R') {
+            char sid[40];
+            snprintf(sid, sizeof sid, "%.*s", (int)(nl - p - 1), p + 1);
+            revoke(rt, sid);
+            p = nl + 1;
+            continue;
+        }
+        if (*p != 'E')
+            return;
+        const char *sp1 = memchr(p, ' ', (size_t)(nl - p));
+        const char *sp2 = sp1 ? memrchr(sp1 + 1, ' ', (size_t)(nl - sp1 - 1)) : NULL;
+        if (!sp1 || !sp2 || sp1 - p - 1 >= 40)
+            return;
+        char id[40], *e;
+        snprintf(id, sizeof id, "%.*s", (int)(sp1 - p - 1), p + 1);
+        errno = 0;
+        unsigned long long jlen = strtoull(sp2 + 1, &e, 10);
+        if (errno || e != nl || jlen > (unsigned long long)(end - nl - 1))
+            return;
+        deliver_event(rt, id, sp1 + 1, (size_t)(sp2 - sp1 - 1), nl + 1, (size_t)jlen);
+        p = nl + 1 + jlen;
+    }
 }
 
 /* ---- token re-verification ---------------------------------------------------------------- */
@@ -453,6 +625,10 @@ static int realtime_start(service_ctx *ctx, pl_error *err)
         abort();
     rt->ctx = ctx;
     ctx->state = rt;
+    rt->seen.gen[0] = calloc(SEEN_SLOTS, sizeof(uint64_t));
+    rt->seen.gen[1] = calloc(SEEN_SLOTS, sizeof(uint64_t));
+    if (!rt->seen.gen[0] || !rt->seen.gen[1])
+        abort();
     const config *c = ctx->cfg;
     rt->retention_ms = config_int(c, "service.realtime", "retention");
     rt->history_max = (size_t)config_int(c, "service.realtime", "history_max");
@@ -479,6 +655,8 @@ static int realtime_start(service_ctx *ctx, pl_error *err)
         ws_hub_destroy(rt->hub);
         pthread_mutex_destroy(&rt->lock);
         pthread_cond_destroy(&rt->wake);
+        free(rt->seen.gen[0]);
+        free(rt->seen.gen[1]);
         free(rt);
         ctx->state = NULL;
     }
@@ -499,6 +677,9 @@ static void realtime_stop(service_ctx *ctx)
     ws_hub_destroy(rt->hub); /* closes what is left (1001); `closed` frees each conn */
     pthread_mutex_destroy(&rt->lock);
     pthread_cond_destroy(&rt->wake);
+    stage_free(&rt->st);
+    free(rt->seen.gen[0]);
+    free(rt->seen.gen[1]);
     free(rt);
     ctx->state = NULL;
 }
@@ -514,7 +695,9 @@ static const char *const deliver_types[] = {
     "pl.testkit.push.v1",                NULL};
 
 static const consumer_def realtime_consumers[] = {
-    {.name = "deliver", .types = deliver_types, .handle = deliver_handle},
+    /* effects only in kv, idempotent (ZADD of the same member; the gateways skip a republished id) */
+    {.name = "deliver", .types = deliver_types, .handle = deliver_handle, .flags = CONSUMER_NO_INBOX,
+     .flush = deliver_flush},
 };
 
 const service_def realtime_service = {
