@@ -204,11 +204,21 @@ static int process(consumer *c, bus_msg *msgs, size_t n)
     bool flush_failed = false;
     if (!rc && ran && c->def->flush) {
         /* the batch's staged effects, in one go; failing, the batch was not applied */
-        if ((flush_failed = c->def->flush(c->ctx, tx, &err) != 0)) {
+        int frc = c->def->flush(c->ctx, tx, &err);
+        if ((flush_failed = frc != 0)) {
+            /* An engine that is away (the kv a flush writes to, say) is not the
+             * events' fault, as for a commit: the same batch again, nothing
+             * counted towards the dead letters. */
+            bool away = frc == PL_EUNAVAILABLE || frc == PL_ETIMEOUT;
             log_with(LOG_WARN, "consumer flush failed", LF_STR("consumer", c->group), LF_STR("detail", err.msg),
-                     LF_STR("then", "the batch's applied events redelivered"));
+                     LF_STR("then", away ? "the same batch again" : "the batch's applied events redelivered"));
             if (tx)
                 sql_rollback(tx);
+            if (away) {
+                free(result);
+                free(errors);
+                return PL_EUNAVAILABLE;
+            }
             for (size_t i = 0; i < n; i++)
                 if (result[i] == R_ACK) {
                     result[i] = R_NAK;

@@ -29,9 +29,12 @@
  * last event of it was applied and before the commit (on the consumer's
  * thread, with the batch's tx; NULL under CONSUMER_NO_INBOX), to perform it
  * all, e.g. in one pipelined round trip. Whether it returns 0 or not, flush
- * leaves nothing staged. If it fails, the batch counts as not applied: the
+ * leaves nothing staged. If it fails with PL_EUNAVAILABLE or PL_ETIMEOUT (the
+ * engine it writes to is away), the transaction is rolled back and the same
+ * batch is tried again with backoff, nothing settled, as when the store
+ * refuses a commit. If it fails otherwise, the batch counts as not applied: the
  * transaction is rolled back and every event of it that was applied is
- * redelivered (nak with backoff, as when a commit fails); events that failed on
+ * redelivered (nak with backoff); events that failed on
  * their own are settled as they would have been. A handler that fails must
  * not leave anything staged for its event. Flush runs only after a handler
  * ran in the batch (not for a batch of inbox duplicates alone). If the commit

@@ -72,6 +72,7 @@ struct sess {
     uint8_t rx_hdr[14], rx_hlen;
     bool rx_msg_open;         /* a fragmented data message has begun */
     bool rx_too_big;          /* a frame header announced more than WS_MAX_RECV */
+    size_t rx_budget;         /* bytes ev_recv may still read in this turn */
     unsigned char pend[160];  /* wslay's control frames waiting for the socket */
 };
 
@@ -93,6 +94,14 @@ typedef struct cmd {
 
 #define KEY_BUCKETS 4096
 #define WS_MAX_RECV 4096 /* clients send pings and tiny messages only */
+/* Bytes read from one session per readiness: a client that sends without
+ * pause must not hold the hub thread (epoll is level-triggered, so the rest
+ * is read on the next turn, after every other ready session). */
+#define WS_RX_BUDGET (64 * 1024)
+/* Control frames (pongs, the close) wslay may hold for a session whose
+ * socket does not drain: a client that pings without reading is cut off
+ * here instead of growing the queue until the stall timeout. */
+#define WS_MAX_QUEUED_CONTROL 64
 #define ID_BUCKETS 4096
 
 struct ws_hub {
@@ -608,7 +617,11 @@ static ssize_t ev_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, in
         scan_rx(s, buf, n);
         return (ssize_t)n;
     }
-    ssize_t n = recv(s->fd, buf, len, MSG_DONTWAIT);
+    if (s->rx_budget == 0) {
+        wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
+        return -1;
+    }
+    ssize_t n = recv(s->fd, buf, len < s->rx_budget ? len : s->rx_budget, MSG_DONTWAIT);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
         wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
         return -1;
@@ -618,6 +631,7 @@ static ssize_t ev_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, in
         wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
         return -1;
     }
+    s->rx_budget -= (size_t)n;
     scan_rx(s, buf, (size_t)n);
     return n;
 }
@@ -675,17 +689,20 @@ static void on_readable(ws_hub *h, sess *s, int64_t now)
         /* after the peer's close frame: what follows is dropped (level-triggered
          * epoll would report it forever), the end of the stream ends the session */
         char sink[512];
-        ssize_t n;
-        while ((n = recv(s->fd, sink, sizeof sink, MSG_DONTWAIT)) > 0)
-            ;
-        if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+        ssize_t n = 0;
+        for (size_t got = 0; got < WS_RX_BUDGET && (n = recv(s->fd, sink, sizeof sink, MSG_DONTWAIT)) > 0;)
+            got += (size_t)n;
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
             s->dead = true;
         return;
     }
+    s->rx_budget = WS_RX_BUDGET;
     if (wslay_event_recv(s->wctx) != 0)
         s->dead = true;
     else if (s->rx_too_big)
         start_close(h, s, 1009, "message too big", now);
+    else if (wslay_event_get_queued_msg_count(s->wctx) > WS_MAX_QUEUED_CONTROL)
+        s->dead = true; /* it pings and does not read: its socket cannot take the pongs */
 }
 
 static void apply_add(ws_hub *h, sess *s, int64_t now)
@@ -710,8 +727,12 @@ static void apply_add(ws_hub *h, sess *s, int64_t now)
         destroy_sess(h, s);
         return;
     }
-    if (s->extra_len)
+    if (s->extra_len) {
         on_readable(h, s, now);
+        /* what those bytes caused (a pong, a close reply) leaves now, not at the next event */
+        if (s->dead || !flush(h, s, now))
+            destroy_sess(h, s);
+    }
 }
 
 static void apply_publish(ws_hub *h, cmd *c, int64_t now)

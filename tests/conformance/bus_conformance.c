@@ -1016,7 +1016,7 @@ typedef struct flusher {
     pthread_mutex_t lock;
     int staged[FL_EVENTS];   /* handler calls since the last flush, by n */
     int done[FL_EVENTS];     /* flushed (performed), by n */
-    int handled, flushes, failed_flushes, fail_left, tx_seen, tx_null;
+    int handled, flushes, failed_flushes, fail_left, fail_code, tx_seen, tx_null;
 } flusher;
 
 static int fl_handle(void *ud, sql_tx *tx, const cloudevent *ev, pl_error *err)
@@ -1053,7 +1053,7 @@ static int fl_flush(void *ud, sql_tx *tx, pl_error *err)
         f->staged[i] = 0; /* performed or discarded: nothing stays staged */
     }
     pthread_mutex_unlock(&f->lock);
-    return fail ? err_set(err, PL_EUNAVAILABLE, NULL, "flush refused by the test") : 0;
+    return fail ? err_set(err, f->fail_code, NULL, "flush refused by the test") : 0;
 }
 
 static int64_t inbox_rows(sql_db *db, const char *grp)
@@ -1071,9 +1071,9 @@ static int64_t inbox_rows(sql_db *db, const char *grp)
     return n;
 }
 
-/* Runs FL_EVENTS events through a consumer with a flush that fails its first `fail` calls; returns
- * once every event was flushed at least once (or 60 s passed). */
-static void flush_case(unsigned flags, int fail, flusher *f, int64_t *inbox)
+/* Runs FL_EVENTS events through a consumer (max_deliver 5) with a flush that fails its first
+ * `fail` calls with `code`; returns once every event was flushed at least once (or 60 s passed). */
+static void flush_case(unsigned flags, int fail, int code, flusher *f, int64_t *inbox)
 {
     char dir[64];
     snprintf(dir, sizeof dir, "/tmp/pulse-consumerconf-XXXXXX");
@@ -1086,9 +1086,10 @@ static void flush_case(unsigned flags, int fail, flusher *f, int64_t *inbox)
     memset(f, 0, sizeof *f);
     pthread_mutex_init(&f->lock, NULL);
     f->fail_left = fail;
+    f->fail_code = code;
     const char *types[] = {fx.type, NULL};
     consumer_def def = {.name = "flush", .types = types, .handle = fl_handle, .flags = flags, .flush = fl_flush};
-    consumer_opts o = {.batch = 16, .retry_base_ms = 10, .retry_max_ms = 50, .max_deliver = 20};
+    consumer_opts o = {.batch = 16, .retry_base_ms = 10, .retry_max_ms = 50, .max_deliver = 5};
     publish(0, FL_EVENTS, 5);
     consumer *c = NULL;
     cr_assert_eq(consumer_start(fx.b, db, fx.ctx, &def, f, &o, &c, &err), 0, "%s", err.msg);
@@ -1120,7 +1121,7 @@ BUS_CASE(consumer_flush_performs_the_batch)
 {
     flusher f;
     int64_t inbox = 0;
-    flush_case(0, 0, &f, &inbox);
+    flush_case(0, 0, 0, &f, &inbox);
     for (int i = 0; i < FL_EVENTS; i++)
         cr_assert_eq(f.done[i], 1, "event %d performed %d times", i, f.done[i]);
     cr_assert_eq(f.handled, FL_EVENTS);
@@ -1136,11 +1137,25 @@ BUS_CASE(consumer_flush_failure_redelivers_the_batch)
 {
     flusher f;
     int64_t inbox = 0;
-    flush_case(0, 2, &f, &inbox);
+    flush_case(0, 2, PL_EINTERNAL, &f, &inbox);
     cr_assert_eq(f.failed_flushes, 2);
     for (int i = 0; i < FL_EVENTS; i++)
         cr_assert_eq(f.done[i], 1, "event %d performed %d times", i, f.done[i]);
     cr_assert_gt(f.handled, FL_EVENTS, "nothing was handled again after the failed flushes");
+    cr_assert_eq(inbox, FL_EVENTS, "inbox rows: %" PRId64, inbox);
+}
+
+/* A flush whose engine is away (PL_EUNAVAILABLE), for longer than max_deliver deliveries: the same
+ * batch is tried again without counting deliveries, so nothing is dead-lettered and every event is
+ * performed exactly once when the engine is back. */
+BUS_CASE(consumer_flush_engine_away_is_not_the_events_fault)
+{
+    flusher f;
+    int64_t inbox = 0;
+    flush_case(0, 8, PL_EUNAVAILABLE, &f, &inbox);
+    cr_assert_eq(f.failed_flushes, 8);
+    for (int i = 0; i < FL_EVENTS; i++)
+        cr_assert_eq(f.done[i], 1, "event %d performed %d times (0: dead-lettered)", i, f.done[i]);
     cr_assert_eq(inbox, FL_EVENTS, "inbox rows: %" PRId64, inbox);
 }
 
@@ -1150,7 +1165,7 @@ BUS_CASE(consumer_no_inbox)
 {
     flusher f;
     int64_t inbox = 0;
-    flush_case(CONSUMER_NO_INBOX, 1, &f, &inbox);
+    flush_case(CONSUMER_NO_INBOX, 1, PL_EINTERNAL, &f, &inbox);
     cr_assert_eq(f.tx_seen, 0, "the handler got a transaction");
     cr_assert_eq(f.failed_flushes, 1);
     int total = 0;

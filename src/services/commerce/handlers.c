@@ -376,7 +376,7 @@ int commerce_order_refund(http_req *req, http_res *res)
     }
     pl_error err = {0};
     sql_tx *tx = NULL;
-    saga_row s;
+    saga_row s = {0};
     json_t *order = NULL;
     int rc = sql_begin(ctx->sql, SQL_TX_WRITE, &tx, &err);
     if (!rc)
@@ -515,7 +515,7 @@ int commerce_admin_saga_retry(http_req *req, http_res *res)
         return http_fail(req, PL_ENOTFOUND, NULL, "no such saga");
     pl_error err = {0};
     sql_tx *tx = NULL;
-    saga_row s;
+    saga_row s = {0};
     json_t *order = NULL;
     int rc = sql_begin(ctx->sql, SQL_TX_WRITE, &tx, &err);
     if (!rc)

@@ -66,6 +66,8 @@ static int find_course(http_req *req, sql_tx *tx, const char *id, const principa
 }
 
 /* The same for a change: found, visible, and the caller may manage it. */
+static int lock_course(sql_tx *tx, const char *id, pl_error *err);
+
 static int find_managed(http_req *req, sql_tx *tx, const char *id, course *c)
 {
     int rc = find_course(req, tx, id, req->principal, c);
@@ -279,6 +281,13 @@ int courses_patch(http_req *req, http_res *res)
     sql_tx *tx;
     course c;
     if ((rc = sql_begin(cs->ctx->sql, SQL_TX_WRITE, &tx, &err))) {
+        body_end(&v, body);
+        return courses_store_fail(req, rc, &err);
+    }
+    /* locked before it is read: the write below rewrites every column from
+     * this read, so a concurrent PATCH or enrollment must wait, not be undone */
+    if ((rc = lock_course(tx, http_param(req, "id"), &err))) {
+        sql_rollback(tx);
         body_end(&v, body);
         return courses_store_fail(req, rc, &err);
     }
@@ -523,9 +532,14 @@ static int begin_managed(http_req *req, sql_tx **tx, course *c)
     int rc = sql_begin(cs->ctx->sql, SQL_TX_WRITE, tx, &err);
     if (rc)
         return courses_store_fail(req, rc, &err);
-    if ((rc = find_managed(req, *tx, http_param(req, "id"), c)) != 1 || (rc = lock_course(*tx, c->id, &err))) {
+    /* lock first, then read: what is checked is what stays true until commit */
+    if ((rc = lock_course(*tx, http_param(req, "id"), &err))) {
         sql_rollback(*tx);
-        return rc == 1 || rc == 0 ? rc : (err.msg[0] ? courses_store_fail(req, rc, &err) : rc);
+        return courses_store_fail(req, rc, &err);
+    }
+    if ((rc = find_managed(req, *tx, http_param(req, "id"), c)) != 1) {
+        sql_rollback(*tx);
+        return rc;
     }
     return 1;
 }

@@ -128,8 +128,6 @@ typedef struct hist {
     double score;
 } hist;
 
-static int hist_cmp(const void *a, const void *b) { return strcmp(((const hist *)a)->id, ((const hist *)b)->id); }
-
 /* Registered (held) already: whatever is published from here on reaches the
  * session; what was published before is in the history. */
 static void on_opened(void *ud, uint64_t sid, void *sdata)
@@ -181,16 +179,21 @@ static void on_opened(void *ud, uint64_t sid, void *sdata)
                 }
                 json_decref(ev);
             }
-            qsort(h, nh, sizeof *h, hist_cmp);
-            bool found = false;
-            for (size_t i = 0; i < nh && !found; i++)
-                found = strcmp(h[i].id, c->last_id) == 0;
-            gap = !found;
+            /* The history is in delivery order (scored when written), which is
+             * what the client saw: everything after its last event is what it
+             * missed. Ids alone would not do: events of other partitions or a
+             * redelivery arrive out of id order. Only when the id is not in the
+             * history (older than the window, or unknown) do ids decide. */
+            size_t at = nh;
+            for (size_t i = 0; i < nh && at == nh; i++)
+                if (strcmp(h[i].id, c->last_id) == 0)
+                    at = i;
+            gap = at == nh;
             replay = calloc(nh ? nh : 1, sizeof *replay);
             if (!replay)
                 abort();
-            for (size_t i = 0; i < nh; i++)
-                if (strcmp(h[i].id, c->last_id) > 0)
+            for (size_t i = gap ? 0 : at + 1; i < nh; i++)
+                if (!gap || strcmp(h[i].id, c->last_id) > 0)
                     replay[nreplay++] = ws_frame_text(h[i].json, h[i].len, h[i].id);
             free(h);
             kv_zitems_free(items, n);
