@@ -16,6 +16,7 @@
 //               and a pl.realtime.dropped.v1 notice accounts for every one; one
 //               that never reads again is closed as too slow (4008, metrics)
 //   revoke      logout closes that session's socket with 4001, not others
+//   flood       a client that pings without reading is cut off; others are served
 //   abuse       unmasked / oversized / invalid UTF-8 / reserved-opcode frames and
 //               garbage after the handshake close that socket; the server stays up
 //   liveness    server pings (ping_interval), answers client pings, and a
@@ -365,6 +366,46 @@ describe('realtime gateway', () => {
         const c = connect(srv, { token: a.token });
         await c.ready;
         await c.close();
+    });
+
+    test('a client that floods pings and never reads is cut off; the others are not held up', async () => {
+        const open = () => metric(srv, 'pulse_ws_sessions_open\\{hub="realtime"\\}');
+        const before = await open();
+        const sock = net.connect({ host: '127.0.0.1', port: srv.port });
+        sock.on('error', () => {}); // the reset when the server cuts it off
+        const closed = new Promise((r) => sock.on('close', r));
+        await new Promise((resolve) => {
+            let buf = Buffer.alloc(0);
+            sock.on('connect', () =>
+                sock.write(
+                    `GET /api/v1/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${a.token}\r\n` +
+                        Object.entries(upgradeHeaders()).map(([k, v]) => `${k}: ${v}\r\n`).join('') + '\r\n',
+                ),
+            );
+            const onData = (d) => {
+                buf = Buffer.concat([buf, d]);
+                if (buf.includes('\r\n\r\n')) {
+                    sock.off('data', onData);
+                    sock.pause(); // from here on nothing is read: the pongs back up
+                    resolve();
+                }
+            };
+            sock.on('data', onData);
+        });
+        assert.equal(await open(), before + 1);
+        // 40,000 masked pings of 125 bytes (5 MB): far more pongs than the socket buffers hold
+        const ping = Buffer.concat([Buffer.from([0x89, 0x80 | 125]), Buffer.alloc(4), Buffer.alloc(125, 0x61)]);
+        for (let i = 0; i < 40; i++) sock.write(Buffer.concat(Array(1000).fill(ping)));
+        await waitFor(async () => (await open()) === before, { timeoutMs: WAIT_MS, what: 'the flooding session closed' });
+        sock.resume();
+        await closed;
+        // meanwhile and after, another session is served
+        const c = connect(srv, { token: a.token });
+        await c.ready;
+        const [id] = await push(srv, [a.user.id]);
+        await c.until((es) => es.find((e) => e.id === id), 'a push to a well-behaved session');
+        await c.close();
+        await srv.assertHealthy();
     });
 
     test('pings: a client ping is answered', async () => {
