@@ -79,6 +79,7 @@ describe('achievements', () => {
             what: "a's badge seen by b",
         });
         assert.deepEqual(await badges(srv, b.token), [], 'b earned nothing');
+        assert.deepEqual(await badges(srv, b.token, a.user.id.toUpperCase()), ['first_post'], 'the id in any case');
 
         const cat = await srv.request('GET', `${API}/badges`, { token: b.token });
         assert.equal(cat.status, 200);

@@ -19,6 +19,7 @@
 #include "services/achievements/rules.h"
 #include "services/service.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -135,7 +136,11 @@ static int user_badges(http_req *req, http_res *res)
     const char *id = http_param(req, "id");
     if (!uuid_valid(id))
         return http_fail(req, PL_EINVAL, json_pack("{s:s}", "id", "must be a user id (UUID)"), "invalid user id");
-    return list_badges(req, res, id);
+    /* ids are stored as events carry them: lower case */
+    char *lower = arena_sprintf(req->arena, "%s", id);
+    for (char *p = lower; *p; p++)
+        *p = (char)tolower((unsigned char)*p);
+    return list_badges(req, res, lower);
 }
 
 /* GET /api/v1/badges: the catalogue of badges and how each is earned. */
