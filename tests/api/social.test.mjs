@@ -347,7 +347,13 @@ describe('social', () => {
             fans.push(f.id);
         }
         assert.deepEqual((await pages(a, `/users/${a.id}/followers`, 2)).map((f) => f.user_id), [...fans].reverse());
-        for (const q of ['limit=0', 'limit=101', 'limit=abc', 'limit=', 'cursor=%27%20OR%201%3D1', 'cursor=ZZZ'])
+        // cursors are opaque: a raw id, or a real cursor with one character changed, is not one
+        const page = await req('GET', `/users/${a.id}/followers?limit=1`, a.token);
+        const real = page.body.next_cursor;
+        assert.ok(real, 'a full page has a next cursor');
+        const edited = real.slice(0, 5) + (real[5] === 'A' ? 'B' : 'A') + real.slice(6);
+        for (const q of ['limit=0', 'limit=101', 'limit=abc', 'limit=', 'cursor=%27%20OR%201%3D1', 'cursor=ZZZ',
+            `cursor=${fans[0]}`, `cursor=${edited}`])
             assertError(await req('GET', `/users/${a.id}/posts?${q}`, a.token), 400, 'validation_failed');
     });
 

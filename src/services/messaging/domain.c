@@ -1,10 +1,10 @@
 /* domain.c - messaging's pure rules (domain.h). */
 #include "services/messaging/domain.h"
+#include "core/cursor.h"
 #include "core/json.h"
 #include "core/uuid.h"
 
 #include <inttypes.h>
-#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,43 +40,22 @@ void msg_direct_key(const char *a, const char *b, char *out, size_t size)
     snprintf(out, size, "%s|%s", a, b);
 }
 
-/* ---- cursors: base64url("<tag><body>.<8 hex of a keyed hash of tag+body>") ---------- */
-
-static void check_of(const char *s, size_t n, char hex[9])
-{
-    static const unsigned char key[] = "pulse.messaging.cursor.v1";
-    unsigned char h[crypto_generichash_BYTES_MIN];
-    crypto_generichash(h, sizeof h, (const unsigned char *)s, n, key, sizeof key - 1);
-    sodium_bin2hex(hex, 9, h, 4);
-}
+/* ---- cursors (core/cursor.h), with a tag per list: "c1:<activity>", "m1:<f|b>:<seq>" ---------- */
 
 static void wrap(const char *body, char *out, size_t size)
 {
-    char raw[80], hex[9];
-    size_t n = strlen(body);
-    check_of(body, n, hex);
-    int len = snprintf(raw, sizeof raw, "%s.%s", body, hex);
-    sodium_bin2base64(out, size, (const unsigned char *)raw, (size_t)len, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+    char token[CURSOR_TOKEN_MAX];
+    cursor_seal(body, token);
+    snprintf(out, size, "%s", token);
 }
 
 /* The body of a token (NUL-terminated in body) or -1. */
 static int unwrap(const char *token, char *body, size_t size)
 {
-    unsigned char raw[80];
-    size_t n = 0, tl = strlen(token);
-    if (tl == 0 || tl > 100 ||
-        sodium_base642bin(raw, sizeof raw - 1, token, tl, NULL, &n, NULL, sodium_base64_VARIANT_URLSAFE_NO_PADDING) ||
-        n < 10 || n - 9 >= size)
+    char b[CURSOR_BODY_MAX + 1];
+    if (cursor_open(token, b) || strlen(b) >= size)
         return -1;
-    raw[n] = '\0';
-    if (raw[n - 9] != '.' || memchr(raw, '\0', n))
-        return -1;
-    char hex[9];
-    check_of((const char *)raw, n - 9, hex);
-    if (memcmp(hex, raw + n - 8, 8) != 0)
-        return -1;
-    memcpy(body, raw, n - 9);
-    body[n - 9] = '\0';
+    memcpy(body, b, strlen(b) + 1);
     return 0;
 }
 

@@ -1,8 +1,8 @@
 /* domain.c - notify's pure rules (domain.h). */
 #include "services/notify/domain.h"
+#include "core/cursor.h"
 #include "core/uuid.h"
 
-#include <sodium.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -91,41 +91,19 @@ void notify_render(const char *kind, const char *const *names, size_t nnames, in
 
 #define CURSOR_TAG "n1."
 
-static void cursor_check(const char *body, size_t n, char hex[9])
-{
-    static const unsigned char key[] = "pulse.notify.cursor.v1";
-    unsigned char h[crypto_generichash_BYTES_MIN];
-    crypto_generichash(h, sizeof h, (const unsigned char *)body, n, key, sizeof key - 1);
-    sodium_bin2hex(hex, 9, h, 4);
-}
-
 void notify_cursor_encode(const char *sort_key, char *out, size_t size)
 {
-    char raw[64], hex[9];
-    int n = snprintf(raw, sizeof raw, CURSOR_TAG "%.36s", sort_key);
-    cursor_check(raw, (size_t)n, hex);
-    n += snprintf(raw + n, sizeof raw - (size_t)n, ".%s", hex);
-    sodium_bin2base64(out, size, (const unsigned char *)raw, (size_t)n, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+    char body[64], token[CURSOR_TOKEN_MAX];
+    snprintf(body, sizeof body, CURSOR_TAG "%.36s", sort_key);
+    cursor_seal(body, token);
+    snprintf(out, size, "%s", token);
 }
 
 int notify_cursor_decode(const char *token, char key[37])
 {
-    unsigned char raw[64];
-    size_t n = 0, tl = strlen(token);
-    if (tl == 0 || tl > 80)
+    char body[CURSOR_BODY_MAX + 1];
+    if (cursor_open(token, body) || strlen(body) != 3 + 36 || memcmp(body, CURSOR_TAG, 3) != 0)
         return -1;
-    if (sodium_base642bin(raw, sizeof raw - 1, token, tl, NULL, &n, NULL, sodium_base64_VARIANT_URLSAFE_NO_PADDING) ||
-        n != 3 + 36 + 1 + 8)
-        return -1;
-    raw[n] = '\0';
-    const char *s = (const char *)raw;
-    if (memcmp(s, CURSOR_TAG, 3) != 0 || s[39] != '.')
-        return -1;
-    char hex[9];
-    cursor_check(s, 39, hex);
-    if (memcmp(hex, s + 40, 8) != 0)
-        return -1;
-    memcpy(key, s + 3, 36);
-    key[36] = '\0';
+    memcpy(key, body + 3, 37);
     return uuid_valid(key) ? 0 : -1;
 }

@@ -8,6 +8,7 @@
  * pl.identity.user_registered.v1 through its own projection (social_users).
  */
 #include "bus/outbox.h"
+#include "core/cursor.h"
 #include "core/log.h"
 #include "core/timeutil.h"
 #include "core/uuid.h"
@@ -47,15 +48,12 @@ int social_page(http_req *req, long *limit, const char **cursor)
             return http_fail(req, PL_EINVAL, json_pack("{s:s}", "limit", "must be 1 to 100"), "invalid query");
     }
     if (cs && *cs) {
-        /* cursors are ids, or "<ms>_<id>" for the campus-event list: printable, short */
-        size_t n = strlen(cs);
-        bool ok = n <= 80;
-        for (size_t i = 0; ok && i < n; i++)
-            ok = (cs[i] >= '0' && cs[i] <= '9') || (cs[i] >= 'a' && cs[i] <= 'f') || cs[i] == '-' || cs[i] == '_';
-        if (!ok)
+        /* positions are ids, or "<ms>_<id>" for the campus-event list, sealed by social_list */
+        char *pos = arena_alloc(req->arena, CURSOR_BODY_MAX + 1);
+        if (cursor_open(cs, pos))
             return http_fail(req, PL_EINVAL, json_pack("{s:s}", "cursor", "is not a cursor from this list"),
                              "invalid query");
-        *cursor = cs;
+        *cursor = pos;
     }
     return 0;
 }
@@ -117,7 +115,10 @@ int social_list(sql_tx *tx, const char *sql, const sql_arg *args, size_t n, long
     }
     /* a full page says there may be more; the next page starts after its last row */
     bool full = (long)json_array_size(items) == limit;
-    *body = json_pack("{s:o, s:o}", "items", items, "next_cursor", full ? json_string(last) : json_null());
+    char token[CURSOR_TOKEN_MAX];
+    if (full)
+        cursor_seal(last, token);
+    *body = json_pack("{s:o, s:o}", "items", items, "next_cursor", full ? json_string(token) : json_null());
     return 0;
 }
 
