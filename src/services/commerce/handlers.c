@@ -6,6 +6,7 @@
  * buyer and to admins; to anyone else it does not exist (404).
  */
 #include "bus/outbox.h"
+#include "core/cursor.h"
 #include "core/json.h"
 #include "core/timeutil.h"
 #include "core/uuid.h"
@@ -314,13 +315,31 @@ static int parse_limit(http_req *req, long *limit)
     return 0;
 }
 
+/* ?cursor=: the id an opaque cursor (core/cursor.h) carries, or NULL when absent. */
 static int parse_cursor(http_req *req, const char **cursor)
 {
-    *cursor = http_query(req, "cursor");
-    if (*cursor && !plausible_id(*cursor))
+    const char *cs = http_query(req, "cursor");
+    *cursor = NULL;
+    if (!cs || !*cs)
+        return 0;
+    char *pos = arena_alloc(req->arena, CURSOR_BODY_MAX + 1);
+    if (cursor_open(cs, pos) || !plausible_id(pos))
         return http_fail(req, PL_EINVAL, json_pack("{s:s}", "cursor", "is not a cursor from this list"),
                          "invalid query");
+    *cursor = pos;
     return 0;
+}
+
+/* The next_cursor of a full page: its last item's `key`, sealed; JSON null otherwise. */
+static json_t *next_cursor(json_t *items, long limit, const char *key)
+{
+    size_t n = json_array_size(items);
+    const char *last = (long)n == limit ? json_string_value(json_object_get(json_array_get(items, n - 1), key)) : NULL;
+    if (!last)
+        return json_null();
+    char token[CURSOR_TOKEN_MAX];
+    cursor_seal(last, token);
+    return json_string(token);
 }
 
 int commerce_my_orders(http_req *req, http_res *res)
@@ -352,9 +371,8 @@ int commerce_my_orders(http_req *req, http_res *res)
         json_decref(items);
         return http_fail(req, rc, NULL, "%s", err.msg);
     }
-    size_t n = json_array_size(items);
-    json_t *next = (long)n == limit ? json_object_get(json_array_get(items, n - 1), "id") : NULL;
-    http_json(res, 200, json_pack("{s:o, s:O}", "items", items, "next_cursor", next ? next : json_null()));
+    json_t *next = next_cursor(items, limit, "id");
+    http_json(res, 200, json_pack("{s:o, s:o}", "items", items, "next_cursor", next));
     return 0;
 }
 
@@ -497,9 +515,8 @@ int commerce_admin_sagas(http_req *req, http_res *res)
         json_decref(items);
         return http_fail(req, rc, NULL, "%s", err.msg);
     }
-    size_t n = json_array_size(items);
-    json_t *next = (long)n == limit ? json_object_get(json_array_get(items, n - 1), "order_id") : NULL;
-    http_json(res, 200, json_pack("{s:o, s:O}", "items", items, "next_cursor", next ? next : json_null()));
+    json_t *next = next_cursor(items, limit, "order_id");
+    http_json(res, 200, json_pack("{s:o, s:o}", "items", items, "next_cursor", next));
     return 0;
 }
 

@@ -35,7 +35,7 @@ static void body_end(jv *v, json_t *body)
 /* limit and cursor (an id from the previous page) of a list. */
 static int page_args(http_req *req, long *limit, const char **cursor)
 {
-    const char *ls = http_query(req, "limit"), *cs = http_query(req, "cursor");
+    const char *ls = http_query(req, "limit");
     char *end;
     *limit = 20;
     *cursor = NULL;
@@ -44,11 +44,7 @@ static int page_args(http_req *req, long *limit, const char **cursor)
         if (!*ls || *end || *limit < 1 || *limit > PAGE_MAX)
             return http_fail(req, PL_EINVAL, json_pack("{s:s}", "limit", "must be 1 to 100"), "invalid query");
     }
-    *cursor = cs && *cs ? cs : NULL;
-    if (*cursor && !courses_id_ok(*cursor))
-        return http_fail(req, PL_EINVAL, json_pack("{s:s}", "cursor", "is not a cursor from this list"),
-                         "invalid query");
-    return 0;
+    return courses_cursor_arg(req, cursor);
 }
 
 /* Runs a read transaction's course lookup: 1 found and visible, or <0 recorded on req. */
@@ -448,7 +444,8 @@ int courses_list(http_req *req, http_res *res)
         return courses_store_fail(req, rc, &err);
     }
     bool more = (long)json_array_size(items) == limit;
-    http_json(res, 200, json_pack("{s:o, s:o}", "items", items, "next_cursor", more ? json_string(last) : json_null()));
+    http_json(res, 200,
+              json_pack("{s:o, s:o}", "items", items, "next_cursor", courses_next_cursor(more ? last : NULL)));
     return 0;
 }
 

@@ -7,6 +7,7 @@
  */
 #include "services/courses/courses.h"
 #include "bus/outbox.h"
+#include "core/cursor.h"
 #include "core/json.h"
 #include "core/log.h"
 #include "core/timeutil.h"
@@ -30,6 +31,29 @@ static const config_key courses_keys[] = {
 void courses_now(char out[32]) { time_rfc3339(time_now_ms(), out, 32); }
 
 bool courses_id_ok(const char *s) { return s && uuid_valid(s); }
+
+int courses_cursor_arg(http_req *req, const char **id)
+{
+    const char *cs = http_query(req, "cursor");
+    *id = NULL;
+    if (!cs || !*cs)
+        return 0;
+    char *pos = arena_alloc(req->arena, CURSOR_BODY_MAX + 1);
+    if (cursor_open(cs, pos) || !courses_id_ok(pos))
+        return http_fail(req, PL_EINVAL, json_pack("{s:s}", "cursor", "is not a cursor from this list"),
+                         "invalid query");
+    *id = pos;
+    return 0;
+}
+
+json_t *courses_next_cursor(const char *id)
+{
+    if (!id)
+        return json_null();
+    char token[CURSOR_TOKEN_MAX];
+    cursor_seal(id, token);
+    return json_string(token);
+}
 
 void course_read(arena *a, sql_rows *r, course *c)
 {

@@ -47,6 +47,11 @@ int courses_error(http_res *res, int status, const char *code, const char *messa
 int courses_store_fail(http_req *req, int rc, const pl_error *err);
 void courses_now(char out[32]);
 bool courses_id_ok(const char *s); /* a UUID as ids here are */
+/* ?cursor= of a list: *id gets the id an opaque cursor (core/cursor.h) carries,
+ * NULL when there is none. 0, or the recorded 400 for anything else. */
+int courses_cursor_arg(http_req *req, const char **id);
+/* The next_cursor of a page ending at id; JSON null when id is NULL (no more). */
+json_t *courses_next_cursor(const char *id);
 /* 1 when user is enrolled in course (enrollment id to out, may be NULL), 0 not, <0 error */
 int courses_enrollment(sql_tx *tx, const char *course_id, const char *user_id, char out[40], pl_error *err);
 /* Takes one seat when capacity allows: 1 taken, 0 sold out, <0 error. */

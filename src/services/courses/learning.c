@@ -177,14 +177,13 @@ int lessons_complete(http_req *req, http_res *res)
 int me_enrollments(http_req *req, http_res *res)
 {
     courses *cs = ((service_ctx *)req->ctx)->state;
-    const char *ls = http_query(req, "limit"), *cursor = http_query(req, "cursor");
+    const char *ls = http_query(req, "limit"), *cursor;
     char *end;
     long limit = ls ? strtol(ls, &end, 10) : 50;
     if (ls && (!*ls || *end || limit < 1 || limit > 100))
         return http_fail(req, PL_EINVAL, json_pack("{s:s}", "limit", "must be 1 to 100"), "invalid query");
-    if (cursor && !courses_id_ok(cursor))
-        return http_fail(req, PL_EINVAL, json_pack("{s:s}", "cursor", "is not a cursor from this list"),
-                         "invalid query");
+    if (courses_cursor_arg(req, &cursor))
+        return PL_EINVAL;
     pl_error err = {0};
     sql_tx *tx;
     sql_rows *r;
@@ -222,7 +221,8 @@ int me_enrollments(http_req *req, http_res *res)
         return courses_store_fail(req, rc, &err);
     }
     bool more = (long)json_array_size(items) == limit;
-    http_json(res, 200, json_pack("{s:o, s:o}", "items", items, "next_cursor", more ? json_string(last) : json_null()));
+    http_json(res, 200,
+              json_pack("{s:o, s:o}", "items", items, "next_cursor", courses_next_cursor(more ? last : NULL)));
     return 0;
 }
 

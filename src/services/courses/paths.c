@@ -258,14 +258,13 @@ int paths_list(http_req *req, http_res *res)
     int rc = courses_principal(req, &me);
     if (rc)
         return rc;
-    const char *ls = http_query(req, "limit"), *cursor = http_query(req, "cursor");
+    const char *ls = http_query(req, "limit"), *cursor;
     char *end;
     long limit = ls ? strtol(ls, &end, 10) : 20;
     if (ls && (!*ls || *end || limit < 1 || limit > 100))
         return http_fail(req, PL_EINVAL, json_pack("{s:s}", "limit", "must be 1 to 100"), "invalid query");
-    if (cursor && !courses_id_ok(cursor))
-        return http_fail(req, PL_EINVAL, json_pack("{s:s}", "cursor", "is not a cursor from this list"),
-                         "invalid query");
+    if (courses_cursor_arg(req, &cursor))
+        return PL_EINVAL;
     pl_error err = {0};
     sql_tx *tx;
     sql_rows *r;
@@ -295,7 +294,8 @@ int paths_list(http_req *req, http_res *res)
     }
     bool more = np == (size_t)limit;
     http_json(res, 200,
-              json_pack("{s:o, s:o}", "items", items, "next_cursor", more ? json_string(ps[np - 1].id) : json_null()));
+              json_pack("{s:o, s:o}", "items", items, "next_cursor",
+                        courses_next_cursor(more ? ps[np - 1].id : NULL)));
     return 0;
 }
 
