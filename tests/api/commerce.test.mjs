@@ -350,6 +350,8 @@ describe('commerce: purchases through the saga', () => {
         const o = await shop.settled((await shop.purchase(course.id, buyer.token)).id);
         await shop.assertPaidOnce(o);
         assertError(await srv.post(`/api/v1/orders/${o.id}/refund`, {}, { token: buyer.token }), 403, 'forbidden');
+        // a refund is of the whole order: members it does not know are refused, and nothing is refunded
+        assertError(await srv.post(`/api/v1/orders/${o.id}/refund`, { amount_cents: 1 }, { token: shop.admin }), 400, 'validation_failed');
         const r = await srv.post(`/api/v1/orders/${o.id}/refund`, { }, { token: shop.admin });
         assert.equal(r.status, 202, r.text);
         const done = await until(async () => {

@@ -385,11 +385,16 @@ int commerce_order_refund(http_req *req, http_res *res)
     const char *id = http_param(req, "id");
     if (!plausible_id(id))
         return http_fail(req, PL_ENOTFOUND, NULL, "no such order");
-    if (req->body_len > 0) {
+    if (req->body_len > 0) { /* optional; a whole refund takes no members (a partial one would be a new field) */
+        static const char *const none[] = {NULL};
         json_t *body;
-        int rc = http_json_body(req, &body);
+        jv v;
+        int rc = http_json_fields(req, &v, &body, none);
         if (rc)
             return rc;
+        if (!jv_ok(&v))
+            return http_fail_fields(req, &v, body);
+        jv_free(&v);
         json_decref(body);
     }
     pl_error err = {0};
