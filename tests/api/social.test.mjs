@@ -480,8 +480,15 @@ describe('social', () => {
         }
         for (const [m, path] of [['GET', `/posts/${p.id}`], ['GET', '/campus-events'], ['POST', `/posts/${p.id}/like`], ['GET', `/users/${a.id}/posts`]])
             assertError(await req(m, path), 401);
+        // null is not "leave it": only course_id (clears the tag) and capacity (unlimited) may be null
+        for (const body of [{ text: null }, { visibility: null }])
+            assertError(await req('PATCH', `/posts/${p.id}`, a.token, body), 400, 'validation_failed');
+        for (const body of [{ title: null }, { location: null }, { starts_at: null }, { ends_at: null }])
+            assertError(await req('PATCH', `/campus-events/${ev.id}`, a.token, body), 400, 'validation_failed');
         const still = (await req('GET', `/posts/${p.id}`, a.token)).body;
         assert.deepEqual([still.text, still.like_count, still.comment_count], ['target', 0, 1]);
+        const evStill = (await req('GET', `/campus-events/${ev.id}`, a.token)).body;
+        assert.deepEqual([evStill.title, evStill.location], ['T', 'L']);
     });
 
     // ---- demo and events -------------------------------------------------------------------------------------

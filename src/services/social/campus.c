@@ -191,6 +191,11 @@ static void campus_validate(jv *v, json_t *body, bool create, campus_input *in, 
         jv_fail(v, "description", "must be at most 5000 characters");
     if (l && (why = social_check_text(l, SOCIAL_LOCATION_MAX)))
         jv_fail(v, "location", strcmp(why, "is too long") == 0 ? "must be at most 200 characters" : why);
+    /* capacity null means unlimited and description may be emptied; the rest can never be null */
+    static const char *const required[] = {"title", "location", "starts_at", "ends_at", NULL};
+    for (const char *const *k = required; *k; k++)
+        if (json_is_null(json_object_get(body, *k)))
+            jv_fail(v, *k, "cannot be null");
     json_t *cap = json_object_get(body, "capacity");
     if (cap) {
         in->capacity_given = true;

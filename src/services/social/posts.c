@@ -410,6 +410,11 @@ int social_post_patch(http_req *req, http_res *res)
         jv_fail(&v, "course_id", "must be a course id (UUID) or null");
     if (vis && (why = social_check_visibility(vis)))
         jv_fail(&v, "visibility", why);
+    /* only course_id may be null (it clears the tag): a post always has text and a visibility */
+    if (json_is_null(json_object_get(body, "text")))
+        jv_fail(&v, "text", "cannot be null");
+    if (json_is_null(json_object_get(body, "visibility")))
+        jv_fail(&v, "visibility", "cannot be null");
     if (!jv_ok(&v))
         return http_fail_fields(req, &v, body);
     text = text ? arena_strdup(req->arena, text) : NULL;
