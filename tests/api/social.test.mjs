@@ -483,7 +483,8 @@ describe('social', () => {
         // null is not "leave it": only course_id (clears the tag) and capacity (unlimited) may be null
         for (const body of [{ text: null }, { visibility: null }])
             assertError(await req('PATCH', `/posts/${p.id}`, a.token, body), 400, 'validation_failed');
-        for (const body of [{ title: null }, { location: null }, { starts_at: null }, { ends_at: null }])
+        for (const body of [{ title: null }, { location: null }, { starts_at: null }, { ends_at: null },
+            { starts_at: '2020-01-01T00:00:00Z', ends_at: '2020-01-01T01:00:00Z' }])
             assertError(await req('PATCH', `/campus-events/${ev.id}`, a.token, body), 400, 'validation_failed');
         const still = (await req('GET', `/posts/${p.id}`, a.token)).body;
         assert.deepEqual([still.text, still.like_count, still.comment_count], ['target', 0, 1]);

@@ -359,6 +359,9 @@ int social_campus_patch(http_req *req, http_res *res)
         jv_fail(&v, "starts_at", ws);
     if (we)
         jv_fail(&v, "ends_at", we);
+    /* as at creation: an event cannot be moved to have ended already (that would close its RSVPs) */
+    if (!ws && !we && in.ends_at && e_ms <= time_now_ms())
+        jv_fail(&v, "ends_at", "must be in the future");
     if (!jv_ok(&v))
         return http_fail_fields(req, &v, body);
     jv_free(&v);
