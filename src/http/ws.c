@@ -117,6 +117,9 @@ struct ws_hub {
     int shut_timeout_ms;
     int64_t shut_deadline_ms;
     bool shutting;
+    /* set when the stop begins: an upgrade finishing after it is closed on
+     * MHD's thread, never handed to a hub that may be gone before MHD is */
+    atomic_bool refusing;
     atomic_uint_fast64_t next_sid;
     /* hub thread only */
     sess *by_key[KEY_BUCKETS];
@@ -950,9 +953,11 @@ static void on_upgraded(void *arg, int fd, const char *extra, size_t extra_len, 
 {
     pending *p = arg;
     ws_hub *h = p->h;
-    if (fd < 0) {
+    if (fd < 0 || atomic_load(&h->refusing)) {
+        if (fd >= 0) /* the server is stopping: closed here, while MHD still owns urh */
+            MHD_upgrade_action(urh, MHD_UPGRADE_ACTION_CLOSE);
         if (h->cb.closed)
-            h->cb.closed(h->ud, 0, p->sdata, WS_CLOSE_ABNORMAL);
+            h->cb.closed(h->ud, 0, p->sdata, fd < 0 ? WS_CLOSE_ABNORMAL : WS_CLOSE_GOING_AWAY);
         free(p->key);
         free(p);
         return;
@@ -1092,6 +1097,7 @@ static void hub_shutdown(ws_hub *h, unsigned timeout_ms)
     pthread_mutex_unlock(&h->lock);
     if (done)
         return;
+    atomic_store(&h->refusing, true);
     cmd *c = new_cmd(CMD_SHUTDOWN, 0);
     c->code = (int)timeout_ms;
     push_cmd(h, c);
