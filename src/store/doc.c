@@ -561,8 +561,13 @@ static int ensure_one(doc_store *d, const doc_collection_def *def, pl_error *err
     int rc = sql_begin(d->db, SQL_TX_WRITE, &tx, err);
     if (rc)
         return rc;
-    /* building an index over a large collection may take longer than the statement timeout */
-    if (d->pg && (rc = sql_exec(tx, "SET LOCAL statement_timeout = 0", SQL_NOARGS, NULL, err))) {
+    /* building an index over a large collection may take longer than the statement timeout; and
+     * CREATE ... IF NOT EXISTS is not safe against itself in another session (two creators both
+     * pass the check, and one fails on the catalog's row type: "type ... already exists"), so
+     * the schema's DDL is serialised by a transaction-scoped advisory lock keyed by the schema */
+    if (d->pg && ((rc = sql_exec(tx, "SET LOCAL statement_timeout = 0", SQL_NOARGS, NULL, err)) ||
+                  (rc = sql_exec(tx, "SELECT pg_advisory_xact_lock(hashtext('pulse.doc.ddl.' || current_schema()))",
+                                 SQL_NOARGS, NULL, err)))) {
         sql_rollback(tx);
         return rc;
     }
