@@ -180,6 +180,18 @@ static int cmp_version(const void *a, const void *b)
 
 static void get_version(void *ud, sql_rows *r) { *(int64_t *)ud = sql_isnull(r, 0) ? 0 : sql_int(r, 0); }
 
+/* Several processes may start on one schema at once. SQLite's write transactions already
+ * serialise them; on PostgreSQL, CREATE ... IF NOT EXISTS is not safe against a concurrent
+ * twin, and two processes could both find a version missing: every migration transaction
+ * first takes an advisory lock keyed by the schema, held until it ends. */
+static int migrate_lock(sql_tx *tx, pl_error *err)
+{
+    if (strcmp(tx->d->name, "postgres") != 0)
+        return 0;
+    return sql_exec(tx, "SELECT pg_advisory_xact_lock(hashtext('pulse.migrate.' || current_schema()))", SQL_NOARGS,
+                    NULL, err);
+}
+
 int sql_migrate(sql_db *db, const char *service, const sql_migration *migs, size_t n, pl_error *err)
 {
     const sql_migration **mine = malloc((n ? n : 1) * sizeof *mine);
@@ -195,10 +207,12 @@ int sql_migrate(sql_db *db, const char *service, const sql_migration *migs, size
     sql_tx *tx = NULL;
     if ((rc = sql_begin(db, SQL_TX_WRITE, &tx, err)))
         goto out;
-    rc = sql_exec(tx,
-                  "CREATE TABLE IF NOT EXISTS pulse_migrations (service TEXT NOT NULL, version INTEGER NOT NULL,"
-                  " name TEXT NOT NULL, applied_at TEXT NOT NULL, PRIMARY KEY (service, version))",
-                  SQL_NOARGS, NULL, err);
+    rc = migrate_lock(tx, err);
+    if (!rc)
+        rc = sql_exec(tx,
+                      "CREATE TABLE IF NOT EXISTS pulse_migrations (service TEXT NOT NULL, version INTEGER NOT NULL,"
+                      " name TEXT NOT NULL, applied_at TEXT NOT NULL, PRIMARY KEY (service, version))",
+                      SQL_NOARGS, NULL, err);
     if (rc) {
         sql_rollback(tx);
         goto out;
@@ -209,8 +223,9 @@ int sql_migrate(sql_db *db, const char *service, const sql_migration *migs, size
         int64_t have = 0;
         if ((rc = sql_begin(db, SQL_TX_WRITE, &tx, err)))
             goto out;
-        rc = sql_one(tx, "SELECT max(version) FROM pulse_migrations WHERE service = $1",
-                     SQL_ARGS(SQL_TEXT(service)), get_version, &have, err);
+        if ((rc = migrate_lock(tx, err)) == 0)
+            rc = sql_one(tx, "SELECT max(version) FROM pulse_migrations WHERE service = $1",
+                         SQL_ARGS(SQL_TEXT(service)), get_version, &have, err);
         if (rc < 0 || have >= mine[i]->version) {
             sql_rollback(tx);
             if (rc < 0)

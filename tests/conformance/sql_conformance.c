@@ -534,6 +534,59 @@ SQL_CASE(migrations_apply_once)
     cr_assert_lt(rc, 0, "the half-made table was rolled back");
 }
 
+/* Processes starting at once on a fresh schema migrate it together: each migration is applied
+ * exactly once and none of them fails (on PostgreSQL, CREATE ... IF NOT EXISTS alone races). */
+typedef struct mig_arg {
+    bool pg;
+    const sql_migration *migs;
+    size_t n;
+    int rc;
+    char msg[256];
+} mig_arg;
+
+static void *mig_thread(void *p)
+{
+    mig_arg *a = p;
+    sql_db *db = NULL;
+    pl_error err = {0};
+    a->rc = open_as(a->pg, fx.service, NULL, &db, &err);
+    if (!a->rc)
+        a->rc = sql_migrate(db, fx.service, a->migs, a->n, &err);
+    sql_close(db);
+    snprintf(a->msg, sizeof a->msg, "%s", err.msg);
+    return NULL;
+}
+
+SQL_CASE(migrations_concurrent)
+{
+    sql_migration mine[64];
+    size_t k = 0;
+    for (size_t i = 0; i < sql_builtin_nmigrations && k < 64; i++)
+        if (strcmp(sql_builtin_migrations[i].service, "bus") == 0 &&
+            strcmp(sql_builtin_migrations[i].engine, sql_engine(db)) == 0) {
+            mine[k] = sql_builtin_migrations[i];
+            mine[k].service = fx.service;
+            k++;
+        }
+    cr_assert_gt(k, 0);
+    enum { N = 4 };
+    mig_arg a[N];
+    pthread_t t[N];
+    for (int i = 0; i < N; i++) {
+        a[i] = (mig_arg){.pg = strcmp(sql_engine(db), "postgres") == 0, .migs = mine, .n = k};
+        pthread_create(&t[i], NULL, mig_thread, &a[i]);
+    }
+    int applied = 0;
+    for (int i = 0; i < N; i++) {
+        pthread_join(t[i], NULL);
+        cr_assert_geq(a[i].rc, 0, "process %d: %s", i, a[i].msg);
+        applied += a[i].rc;
+    }
+    cr_assert_eq(applied, (int)k, "each migration applied once: %d of %zu", applied, k);
+    cr_assert_eq(scalar(db, "SELECT count(*) FROM pulse_migrations WHERE service = $1", SQL_ARGS(SQL_TEXT(fx.service))),
+                 (int64_t)k);
+}
+
 /* The migrations compiled into pulse apply on this engine (identity's, the bus's, ...). */
 SQL_CASE(builtin_migrations_apply)
 {
